@@ -1,0 +1,142 @@
+"""Common types of the integrators: the result object, the abstract base class, paths.
+
+Shapes (einsum letters): ``n`` batch (points), ``o`` output dim, ``i`` input dim,
+``t`` quadrature nodes / time points.
+
+A line integral of a Jacobian field ``J: R^i -> R^{o x i}`` along a path ``c`` from ``x0``
+to ``x1`` is ``∫_0^1 J(c(t)) c'(t) dt`` (an ``o``-vector per point).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+#: ``jac(x)``: ``x (n, i) -> J (n, o, i)``.
+JacFn = Callable[[Tensor], Tensor]
+#: ``path(t, x0, x1)``: ``t (t,), x0/x1 (n, i) -> (c (t, n, i), c' (t, n, i))``.
+PathFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+#: ``func(t, z)``: ``t`` a 0-d tensor, ``z (n, d) -> dz/dt (n, d)``.
+VectorField = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class IntegralResult:
+    """Outcome of a line integral or of an ODE solve.
+
+    Attributes:
+        value: ``(n, o)`` the integral (plus ``y0`` when given) or the ODE state at the end.
+        n_evals: integrand evaluations per point (Jacobian evaluations for line integrals,
+            vector-field evaluations for ODEs), i.e. nodes / function evaluations.
+        n_calls: batched calls made to the user's callable.
+        error: ``(n, o)`` detached estimate of ``|value - exact|`` or ``None`` when the method
+            gives none.
+        method: registry name of the integrator used.
+    """
+
+    value: Tensor
+    n_evals: int
+    n_calls: int
+    error: Tensor | None
+    method: str
+
+
+class Integrator(ABC):
+    """One integration method. Subclasses set ``name`` and implement ``integrate``."""
+
+    name: ClassVar[str]
+    #: Whether ``solve`` handles true ODEs ``dz/dt = f(t, z)`` (quadratures do not).
+    solves_odes: ClassVar[bool] = False
+
+    @abstractmethod
+    def integrate(self, jac: JacFn, path: PathFn, x0: Tensor, x1: Tensor) -> IntegralResult:
+        """``∫_0^1 J(c(t)) c'(t) dt`` for each of the ``n`` paths; ``value`` is ``(n, o)``."""
+
+    def solve(self, func: VectorField, z0: Tensor, t0: float, t1: float) -> IntegralResult:
+        """``z(t1)`` for ``dz/dt = func(t, z)``, ``z(t0) = z0 (n, d)``."""
+        raise ValueError(
+            f"integrator {self.name!r} is a quadrature and cannot solve ODEs whose right-hand "
+            "side depends on the state; use 'rk4' or 'dopri5'"
+        )
+
+
+def apply_jac(jac: JacFn, c: Tensor, dc: Tensor) -> Tensor:
+    """Integrand at all nodes in one batched call: ``c, dc (t, n, i) -> J(c) dc (t, n, o)``."""
+    t, n, i = c.shape
+    J = jac(c.reshape(t * n, i))
+    if J.dim() != 3 or J.shape[0] != t * n or J.shape[2] != i:
+        raise ValueError(
+            f"jac must map (B, {i}) to (B, d_out, {i}); got output shape {tuple(J.shape)} "
+            f"for B = {t * n}"
+        )
+    J = J.reshape(t, n, J.shape[1], i)
+    return torch.einsum("tnoi,tni->tno", J, dc)
+
+
+# ----------------------------------------------------------------------------- paths
+class Path(ABC):
+    """A path ``c(t, x0, x1)``, ``t ∈ [0, 1]``, with ``c(0) = x0`` and ``c(1) = x1``."""
+
+    @abstractmethod
+    def __call__(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """``t (t,), x0/x1 (n, i) -> (c (t, n, i), c' (t, n, i))``."""
+
+
+class StraightPath(Path):
+    """``c(t) = x0 + t (x1 - x0)``, ``c'(t) = x1 - x0``."""
+
+    def __call__(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        d = x1 - x0
+        tt = t[:, None, None]
+        return x0 + tt * d, d.expand(t.shape[0], *d.shape)
+
+
+class BentPath(Path):
+    """Straight line plus a sine bump perpendicular to it in the plane of two coordinates.
+
+    ``c(t) = x0 + t d + amount · sin(π t) · R d`` with ``d = x1 - x0`` and ``R`` the rotation by
+    90° in coordinates ``plane = (p, q)`` (``(R d)_p = -d_q``, ``(R d)_q = d_p``, zero elsewhere).
+    Needs ``i ≥ 2``; used to expose path dependence of non-conservative Jacobian fields.
+    """
+
+    def __init__(self, amount: float = 0.5, plane: tuple[int, int] = (0, 1)) -> None:
+        self.amount = float(amount)
+        self.plane = plane
+
+    def __call__(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        p, q = self.plane
+        if x0.shape[-1] < 2 or max(p, q) >= x0.shape[-1] or p == q:
+            raise ValueError(
+                f"BentPath needs d_in >= 2 and two distinct coordinates < d_in; got d_in = "
+                f"{x0.shape[-1]}, plane = {self.plane}"
+            )
+        d = x1 - x0
+        rd = torch.zeros_like(d)
+        rd[:, p] = -d[:, q]
+        rd[:, q] = d[:, p]
+        tt = t[:, None, None]
+        c = x0 + tt * d + self.amount * torch.sin(math.pi * tt) * rd
+        dc = d + self.amount * math.pi * torch.cos(math.pi * tt) * rd
+        return c, dc
+
+
+PATHS: dict[str, type[Path]] = {"straight": StraightPath, "bent": BentPath}
+
+
+def get_path(path: str | PathFn | None) -> PathFn:
+    """A path from a registry name (``straight``, ``bent``), a callable, or ``None`` (straight)."""
+    if path is None:
+        return StraightPath()
+    if isinstance(path, str):
+        if path not in PATHS:
+            raise ValueError(f"unknown path {path!r}; accepted: {', '.join(PATHS)} or a callable")
+        return PATHS[path]()
+    if callable(path):
+        return path
+    raise ValueError(f"path must be a name ({', '.join(PATHS)}), a callable or None; got {path!r}")
