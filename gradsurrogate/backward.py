@@ -1,0 +1,489 @@
+"""Backward modes and the :class:`BackwardSpec` that assigns one to each target.
+
+A linear map ``y = x Wᵀ + b`` has the exact backward
+
+    grad_input  = grad_output @ W           (n o, o i -> n i)
+    grad_weight = grad_outputᵀ @ x          (n o, n i -> o i)
+
+A :class:`BackwardSpec` corrupts or replaces four quantities of it independently:
+
+* ``grad_input``  — the gradient handed to the previous layer,
+* ``grad_weight`` — the gradient accumulated into ``W`` (and ``b``),
+* ``weight``      — the ``W`` used to form ``grad_input`` (feedback weights),
+* ``input``       — the saved ``x`` used to form ``grad_weight``.
+
+Every mode is a small frozen dataclass with one method, :meth:`BackwardMode.apply`, that maps a
+tensor ``t`` to its perturbed version. Modes are parsed from strings such as ``"flip:0.3"``,
+``"sign"``, ``"sign:rescale"``, ``"blend:0.5"`` through a registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MODES",
+    "TARGETS",
+    "BackwardMode",
+    "BackwardSpec",
+    "Blend",
+    "Exact",
+    "Flip",
+    "Generators",
+    "Learned",
+    "NoGrad",
+    "RandomFeedback",
+    "Sign",
+    "parse_mode",
+]
+
+TARGETS: tuple[str, ...] = ("grad_input", "grad_weight", "weight", "input")
+
+#: One generator, or one per ensemble member (index ``e`` of the leading dimension).
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def uniform_like(t: Tensor, generator: Generators, ensemble: bool = False) -> Tensor:
+    """Uniform [0, 1) noise shaped like ``t``, drawn from ``generator``.
+
+    With a sequence of generators (ensemble mode) member ``e`` draws ``t[e]`` from
+    ``generator[e]``, so an ensemble reproduces the numbers of separate runs bitwise. Noise is
+    drawn on the generator's device and moved, so a CPU generator gives the same numbers on
+    every device.
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        gen_device = t.device if generator is None else generator.device
+        u = torch.rand(t.shape, generator=generator, dtype=t.dtype, device=gen_device)
+        return u.to(t.device)
+    if not ensemble or len(generator) != t.shape[0]:
+        raise ValueError(
+            f"a sequence of {len(generator)} generators needs an ensemble tensor with that many "
+            f"members in dim 0; got shape {tuple(t.shape)}"
+        )
+    return torch.stack([uniform_like(t[e], g) for e, g in enumerate(generator)])
+
+
+def _per_member(value: float | Tensor, t: Tensor, ensemble: bool) -> float | Tensor:
+    """Broadcast a scalar or per-member (E,) parameter against ``t`` (E, ...)."""
+    if isinstance(value, Tensor) and value.dim() > 0:
+        if not ensemble or value.shape[0] != t.shape[0]:
+            raise ValueError(
+                f"a per-member parameter of shape {tuple(value.shape)} needs an ensemble tensor "
+                f"with {value.shape[0]} members in dim 0; got shape {tuple(t.shape)}"
+            )
+        return value.to(device=t.device, dtype=t.dtype).reshape(-1, *([1] * (t.dim() - 1)))
+    return value
+
+
+def mean_abs(t: Tensor, ensemble: bool = False) -> Tensor:
+    """Mean magnitude of ``t`` (per member along dim 0 when ``ensemble``), keeping dims."""
+    if ensemble:
+        return t.abs().mean(dim=tuple(range(1, t.dim())), keepdim=True)
+    return t.abs().mean()
+
+
+def _check_unit_interval(name: str, value: float | Tensor, mode: str) -> float | Tensor:
+    if isinstance(value, Tensor):
+        bad = ~((value >= 0) & (value <= 1))
+        if bool(bad.any()):
+            raise ValueError(
+                f"{mode}: {name} must lie in [0, 1]; got {value[bad].flatten()[0].item()!r} "
+                f"in {value.tolist()!r}"
+            )
+        return value.detach()
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{mode}: {name} must be a number in [0, 1]; got {value!r}") from None
+    if not (0.0 <= value <= 1.0):  # also rejects nan
+        raise ValueError(f"{mode}: {name} must lie in [0, 1]; got {value!r}")
+    return value
+
+
+def _fmt(value: float | Tensor) -> str:
+    if isinstance(value, Tensor):
+        return "[" + ",".join(f"{v:g}" for v in value.tolist()) + "]"
+    return f"{value:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BackwardMode:
+    """A transformation ``t -> t'`` of one backward quantity.
+
+    Subclasses set ``name`` (the string key) and ``targets`` (where the mode makes sense) and
+    override :meth:`apply`. ``ensemble=True`` means dim 0 of ``t`` indexes independent ensemble
+    members: reductions (``mean|t|``) and per-member parameters follow it.
+    """
+
+    name: ClassVar[str]
+    targets: ClassVar[frozenset[str]] = frozenset(TARGETS)
+    random: ClassVar[bool] = False
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def is_exact(self) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_arg(cls, arg: str | None) -> BackwardMode:
+        """Build from the text after ``name:`` (``None`` when there is none)."""
+        if arg is not None:
+            raise ValueError(f"mode {cls.name!r} takes no argument; got {cls.name}:{arg}")
+        return cls()
+
+
+@dataclasses.dataclass(frozen=True)
+class Exact(BackwardMode):
+    """The true quantity: ``t' = t``."""
+
+    name: ClassVar[str] = "exact"
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        return t
+
+    @property
+    def is_exact(self) -> bool:
+        return True
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Flip(BackwardMode):
+    """Independent sign flips: ``t'_k = -t_k`` with probability ``p``, redrawn every call.
+
+    ``p`` is a float, or an (E,) tensor of per-member probabilities for ensembles.
+    """
+
+    p: float | Tensor = 0.5
+    name: ClassVar[str] = "flip"
+    random: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "p", _check_unit_interval("flip probability p", self.p, "flip"))
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        p = _per_member(self.p, t, ensemble)
+        flips = uniform_like(t, generator, ensemble) < p
+        return torch.where(flips, -t, t)
+
+    @property
+    def is_exact(self) -> bool:
+        return not isinstance(self.p, Tensor) and self.p == 0.0
+
+    def __str__(self) -> str:
+        return f"flip:{_fmt(self.p)}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Flip) and _fmt(self.p) == _fmt(other.p)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    @classmethod
+    def from_arg(cls, arg: str | None) -> BackwardMode:
+        if arg is None:
+            raise ValueError("mode 'flip' needs a probability, e.g. 'flip:0.3' (p in [0, 1])")
+        return cls(_parse_number(arg, "flip"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sign(BackwardMode):
+    """Elementwise sign: ``t' = sign(t)``, or ``sign(t)·mean|t|`` with ``rescale=True``."""
+
+    rescale: bool = False
+    name: ClassVar[str] = "sign"
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        s = torch.sign(t)
+        return s * mean_abs(t, ensemble) if self.rescale else s
+
+    def __str__(self) -> str:
+        return "sign:rescale" if self.rescale else "sign"
+
+    @classmethod
+    def from_arg(cls, arg: str | None) -> BackwardMode:
+        if arg in (None, "", "plain"):
+            return cls(False)
+        if arg == "rescale":
+            return cls(True)
+        raise ValueError(f"mode 'sign' accepts 'sign' or 'sign:rescale'; got 'sign:{arg}'")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Blend(BackwardMode):
+    """Partial sign keeping: ``t' = (1-a)·t + a·sign(t)·mean|t|`` (a=0 exact, a=1 scaled sign)."""
+
+    a: float | Tensor = 0.5
+    name: ClassVar[str] = "blend"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "a", _check_unit_interval("blend amount a", self.a, "blend"))
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        a = _per_member(self.a, t, ensemble)
+        return torch.lerp(t, torch.sign(t) * mean_abs(t, ensemble), a)
+
+    @property
+    def is_exact(self) -> bool:
+        return not isinstance(self.a, Tensor) and self.a == 0.0
+
+    def __str__(self) -> str:
+        return f"blend:{_fmt(self.a)}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Blend) and _fmt(self.a) == _fmt(other.a)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    @classmethod
+    def from_arg(cls, arg: str | None) -> BackwardMode:
+        if arg is None:
+            raise ValueError("mode 'blend' needs an amount, e.g. 'blend:0.5' (a in [0, 1])")
+        return cls(_parse_number(arg, "blend"))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoGrad(BackwardMode):
+    """No gradient (``None``): ``grad_weight=none`` freezes a layer, ``grad_input=none`` cuts."""
+
+    name: ClassVar[str] = "none"
+    targets: ClassVar[frozenset[str]] = frozenset({"grad_input", "grad_weight"})
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        return torch.zeros_like(t)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomFeedback(BackwardMode):
+    """Feedback alignment: ``grad_input = grad_output @ B`` with a fixed random ``B``.
+
+    ``B`` is drawn once per layer by :meth:`draw` (uniform like ``nn.Linear``'s init, bound
+    ``scale/sqrt(fan_in)``) and kept by the layer; ``apply`` is never called for this mode.
+    """
+
+    scale: float = 1.0
+    name: ClassVar[str] = "random"
+    targets: ClassVar[frozenset[str]] = frozenset({"weight"})
+
+    def draw(self, weight: Tensor, generator: Generators = None) -> Tensor:
+        """A fresh feedback matrix shaped like ``weight`` (o, i[, kh, kw]) or (e, o, i)."""
+        ensemble = not (generator is None or isinstance(generator, torch.Generator))
+        fan_in = math.prod(weight.shape[2:] if ensemble else weight.shape[1:])
+        bound = self.scale / math.sqrt(fan_in)
+        u = uniform_like(weight.detach(), generator, ensemble)
+        return (2 * u - 1) * bound
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        raise RuntimeError("RandomFeedback is applied by the layer through its feedback matrix")
+
+    def __str__(self) -> str:
+        return "random" if self.scale == 1.0 else f"random:{self.scale:g}"
+
+    @classmethod
+    def from_arg(cls, arg: str | None) -> BackwardMode:
+        return cls() if arg is None else cls(_parse_number(arg, "random", unit=False))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Learned(BackwardMode):
+    """A learned surrogate supplies the backward.
+
+    * target ``grad_input``: ``surrogate(grad_output, input) -> grad_input``,
+      shapes (*, o), (*, i) -> (*, i) — it never sees ``W``;
+    * target ``weight``: ``surrogate(weight) -> B`` with ``B`` shaped like ``W`` and
+      ``grad_input = grad_output @ B`` (a structured surrogate ignores its argument).
+
+    ``Learned()`` (what the string ``"learned"`` parses to) is a placeholder that must be bound
+    with :meth:`bind` before a backward pass.
+    """
+
+    surrogate: Callable[..., Tensor] | None = None
+    name: ClassVar[str] = "learned"
+    targets: ClassVar[frozenset[str]] = frozenset({"grad_input", "weight"})
+
+    def bind(self, surrogate: Callable[..., Tensor]) -> Learned:
+        return Learned(surrogate)
+
+    def __call__(self, *args: Tensor) -> Tensor:
+        if self.surrogate is None:
+            raise RuntimeError(
+                "backward mode 'learned' has no surrogate: pass Learned(module) in the spec "
+                "(e.g. BackwardSpec(grad_input=Learned(g))) or call spec.bind(...)"
+            )
+        return self.surrogate(*args)
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        return self(t)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Learned) and self.surrogate is other.surrogate
+
+    def __hash__(self) -> int:
+        return hash(("learned", id(self.surrogate)))
+
+
+def _parse_number(text: str, mode: str, unit: bool = True) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        accepted = "a number in [0, 1]" if unit else "a positive number"
+        raise ValueError(f"mode {mode!r}: cannot read {text!r} as {accepted}") from None
+    if not unit and not value > 0:
+        raise ValueError(f"mode {mode!r}: scale must be positive; got {value!r}")
+    return value
+
+
+MODES: dict[str, type[BackwardMode]] = {
+    cls.name: cls for cls in (Exact, Flip, Sign, Blend, NoGrad, RandomFeedback, Learned)
+}
+_SYNTAX = {
+    "exact": "exact",
+    "flip": "flip:P",
+    "sign": "sign[:rescale]",
+    "blend": "blend:A",
+    "none": "none",
+    "random": "random[:SCALE]",
+    "learned": "learned",
+}
+
+
+def accepted_modes(target: str) -> str:
+    return ", ".join(_SYNTAX[n] for n, cls in MODES.items() if target in cls.targets)
+
+
+def parse_mode(value: str | BackwardMode, target: str = "grad_input") -> BackwardMode:
+    """Parse ``"name"`` or ``"name:arg"`` (or pass a mode through) and check it fits ``target``."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown backward target {target!r}; accepted: {', '.join(TARGETS)}")
+    if isinstance(value, BackwardMode):
+        mode = value
+    elif isinstance(value, str):
+        name, _, arg = value.strip().partition(":")
+        cls = MODES.get(name.strip().lower())
+        if cls is None:
+            raise ValueError(
+                f"unknown backward mode {value!r} for {target}; accepted: {accepted_modes(target)}"
+            )
+        mode = cls.from_arg(arg.strip() if arg else None)
+    else:
+        raise ValueError(f"a backward mode must be a string or a BackwardMode; got {value!r}")
+    if target not in mode.targets:
+        raise ValueError(
+            f"backward mode {str(mode)!r} does not apply to {target}; "
+            f"accepted: {accepted_modes(target)}"
+        )
+    return mode
+
+
+def make_mode(name: str, p: float | None = None, target: str = "grad_input") -> BackwardMode:
+    """Mode from a name and an optional parameter (the CLI's ``--grad-input MODE --grad-input-p P``).
+
+    ``p`` is the flip probability (``flip``) or blend amount (``blend``); other modes take none.
+    """
+    if p is None:
+        return parse_mode(name, target)
+    if name.strip().lower() not in ("flip", "blend"):
+        raise ValueError(
+            f"mode {name!r} for {target} takes no parameter; got p={p!r} "
+            "(only flip and blend take one)"
+        )
+    return parse_mode(f"{name}:{p!r}", target)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackwardSpec:
+    """How the backward pass of a linear map is formed, one mode per target.
+
+    ``BackwardSpec(grad_input="flip:0.3", weight="sign")``; fields take strings or mode objects.
+    ``str(spec)`` lists the non-exact targets (``"grad_input=flip:0.3,weight=sign"``, or
+    ``"exact"``) and :meth:`parse` reads it back; :meth:`to_dict` / :meth:`from_dict` give a
+    W&B-config-friendly form.
+    """
+
+    grad_input: BackwardMode | str = "exact"
+    grad_weight: BackwardMode | str = "exact"
+    weight: BackwardMode | str = "exact"
+    input: BackwardMode | str = "exact"
+
+    def __post_init__(self) -> None:
+        for target in TARGETS:
+            object.__setattr__(self, target, parse_mode(getattr(self, target), target))
+
+    def modes(self) -> dict[str, BackwardMode]:
+        return {t: getattr(self, t) for t in TARGETS}
+
+    @property
+    def is_exact(self) -> bool:
+        """True when every target computes the true quantity."""
+        return all(m.is_exact for m in self.modes().values())
+
+    @property
+    def is_random(self) -> bool:
+        return any(m.random for m in self.modes().values())
+
+    def replace(self, **changes: BackwardMode | str) -> BackwardSpec:
+        unknown = set(changes) - set(TARGETS)
+        if unknown:
+            raise ValueError(f"unknown backward target(s) {sorted(unknown)}; accepted: {TARGETS}")
+        return dataclasses.replace(self, **changes)
+
+    def bind(self, surrogate: Callable[..., Tensor]) -> BackwardSpec:
+        """Attach ``surrogate`` to every ``learned`` target."""
+        return dataclasses.replace(
+            self,
+            **{t: m.bind(surrogate) for t, m in self.modes().items() if isinstance(m, Learned)},
+        )
+
+    def __str__(self) -> str:
+        parts = [f"{t}={m}" for t, m in self.modes().items() if not isinstance(m, Exact)]
+        return ",".join(parts) if parts else "exact"
+
+    def to_dict(self) -> dict[str, str]:
+        return {t: str(m) for t, m in self.modes().items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BackwardSpec:
+        unknown = set(data) - set(TARGETS)
+        if unknown:
+            raise ValueError(f"unknown backward target(s) {sorted(unknown)}; accepted: {TARGETS}")
+        return cls(**{k: str(v) if not isinstance(v, BackwardMode) else v for k, v in data.items()})
+
+    @classmethod
+    def parse(cls, text: str) -> BackwardSpec:
+        """Inverse of ``str``: ``"exact"`` or ``"target=mode,target=mode"``."""
+        text = text.strip()
+        if text in ("", "exact"):
+            return cls()
+        fields: dict[str, str] = {}
+        for part in text.split(","):
+            target, sep, mode = part.partition("=")
+            if not sep:
+                raise ValueError(
+                    f"cannot parse backward spec {text!r}: expected 'target=mode' pairs "
+                    f"separated by ',' with targets {TARGETS}, or 'exact'"
+                )
+            fields[target.strip()] = mode.strip()
+        return cls.from_dict(fields)
+
+    @classmethod
+    def coerce(cls, spec: BackwardSpec | str | Mapping[str, Any] | None) -> BackwardSpec:
+        if spec is None:
+            return cls()
+        if isinstance(spec, BackwardSpec):
+            return spec
+        if isinstance(spec, str):
+            return cls.parse(spec)
+        if isinstance(spec, Mapping):
+            return cls.from_dict(spec)
+        raise ValueError(f"expected a BackwardSpec, a spec string or a dict; got {spec!r}")
