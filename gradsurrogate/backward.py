@@ -387,7 +387,7 @@ def parse_mode(value: str | BackwardMode, target: str = "grad_input") -> Backwar
 
 
 def make_mode(name: str, p: float | None = None, target: str = "grad_input") -> BackwardMode:
-    """Mode from a name and an optional parameter (the CLI's ``--grad-input MODE --grad-input-p P``).
+    """Mode from a name and an optional parameter (CLI: ``--grad-input MODE --grad-input-p P``).
 
     ``p`` is the flip probability (``flip``) or blend amount (``blend``); other modes take none.
     """

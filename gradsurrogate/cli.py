@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "xor-grid": ("gradsurrogate.xor.cli:grid_main", "run the destroy-Jacobian grid (resumable)"),
     "sweep": ("gradsurrogate.xor.cli:sweep_main", "expand a W&B sweep YAML and run it locally"),
     "report": ("gradsurrogate.xor.cli:report_main", "Markdown + PNG report of a results dir"),
-    "restore": ("gradsurrogate.restore.cli:main", "restore a Jacobian from directional derivatives"),
+    "restore": ("gradsurrogate.restore.cli:main", "restore Jacobians from directional derivatives"),
     "jacnet": ("gradsurrogate.jacnet.cli:main", "JacNet experiments (exp, abs, 2-d)"),
     "diffnet": ("gradsurrogate.diffnet.cli:main", "deep differential network experiments"),
 }
