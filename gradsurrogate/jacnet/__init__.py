@@ -1,0 +1,29 @@
+"""JacNet: functions learned through structured Jacobians (Lorraine & Hossain, 2019)."""
+
+from .model import ACTIVATIONS, JacNet, make_activation
+from .structures import (
+    STRUCTURES,
+    Complex,
+    Conservative,
+    Invertible,
+    Lipschitz,
+    NoStructure,
+    Orientation,
+    Structure,
+    get_structure,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "STRUCTURES",
+    "Complex",
+    "Conservative",
+    "Invertible",
+    "JacNet",
+    "Lipschitz",
+    "NoStructure",
+    "Orientation",
+    "Structure",
+    "get_structure",
+    "make_activation",
+]
