@@ -72,7 +72,7 @@ class JacNet(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), make_activation(activation)]
             width = hidden
-        layers.append(nn.Linear(width, self.structure.n_raw))
+        layers.append(nn.Linear(width, self.structure.n_raw, bias=self.structure.raw_bias))
         self.net = nn.Sequential(*layers)
         dtype = torch.get_default_dtype()
         x0 = torch.zeros(d_in) if x0 is None else torch.as_tensor(x0, dtype=dtype)

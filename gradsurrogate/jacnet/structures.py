@@ -32,6 +32,8 @@ class Structure:
     name: ClassVar[str]
     #: Jacobians are always invertible (``JacNet.inverse`` is available).
     invertible: ClassVar[bool] = False
+    #: Whether the raw network's last layer has a bias (useless for a potential).
+    raw_bias: ClassVar[bool] = True
 
     def __init__(self, d_in: int, d_out: int) -> None:
         self.d_in, self.d_out = int(d_in), int(d_out)
@@ -164,6 +166,7 @@ class Conservative(Structure):
     ``create_graph=True`` so the Jacobian stays trainable (and works under ``no_grad``)."""
 
     name = "conservative"
+    raw_bias = False
 
     def check(self) -> None:
         if self.d_out != 1:
