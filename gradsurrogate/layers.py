@@ -54,8 +54,14 @@ class SurrogateMixin(nn.Module):
     feedback: Tensor | None
 
     def _init_surrogate(self, spec: SpecLike | None, generator: Generators | int) -> None:
-        self.generator = make_generator(generator) if not isinstance(generator, Sequence) \
-            else list(generator)
+        if isinstance(generator, (list, tuple)):
+            if not all(isinstance(g, torch.Generator) for g in generator):
+                raise ValueError(
+                    f"a generator sequence must hold torch.Generators; got {generator!r}"
+                )
+            self.generator: Generators = list(generator)
+        else:
+            self.generator = make_generator(generator)
         self.register_buffer("feedback", None, persistent=False)
         self.recorder: Recorder | None = None
         self.spec = spec  # type: ignore[assignment]
