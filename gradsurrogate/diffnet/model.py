@@ -165,13 +165,14 @@ class DifferentialMLP(nn.Module):
             raise ValueError(f"input must have last dim n_in={self.n_in}, got {tuple(x.shape)}")
         if self.ensemble is None:
             lead = tuple(x.shape[:-1])
-            return x.reshape(1, -1, self.n_in), lead
+            return x.reshape(1, math.prod(lead), self.n_in), lead
         if x.dim() < 2 or x.shape[0] != self.ensemble:
             raise ValueError(
                 f"ensemble input must have shape (E={self.ensemble}, *, {self.n_in}), "
                 f"got {tuple(x.shape)}"
             )
-        return x.reshape(self.ensemble, -1, self.n_in), tuple(x.shape[1:-1])
+        lead = tuple(x.shape[1:-1])
+        return x.reshape(self.ensemble, math.prod(lead), self.n_in), lead
 
     def _unflatten(self, t: Tensor, lead: tuple[int, ...], tail: tuple[int, ...]) -> Tensor:
         """(E, B, *tail) -> (*lead, *tail) (E dropped) or (E, *lead, *tail)."""
@@ -186,14 +187,16 @@ class DifferentialMLP(nn.Module):
     @staticmethod
     def _rows(t: Tensor, w: Tensor) -> Tensor:
         """Right-multiply every row vector of t (E, ..., i) by wᵀ, w (E, o, i) -> (E, ..., o)."""
-        e, i = t.shape[0], t.shape[-1]
-        return torch.bmm(t.reshape(e, -1, i), w.transpose(1, 2)).reshape(*t.shape[:-1], -1)
+        rows = math.prod(t.shape[1:-1])
+        out = torch.bmm(t.reshape(t.shape[0], rows, t.shape[-1]), w.transpose(1, 2))
+        return out.reshape(*t.shape[:-1], w.shape[1])
 
     @staticmethod
     def _back(t: Tensor, w: Tensor) -> Tensor:
         """Left-multiply rows of t (E, ..., o) by w (E, o, i): (E, ..., o) -> (E, ..., i)."""
-        e, o = t.shape[0], t.shape[-1]
-        return torch.bmm(t.reshape(e, -1, o), w).reshape(*t.shape[:-1], -1)
+        rows = math.prod(t.shape[1:-1])
+        out = torch.bmm(t.reshape(t.shape[0], rows, t.shape[-1]), w)
+        return out.reshape(*t.shape[:-1], w.shape[2])
 
     # ------------------------------------------------------------------ passes
     def value(self, x: Tensor) -> Tensor:
