@@ -21,7 +21,12 @@ from .backward import (
     make_mode,
     parse_mode,
 )
-from .diagnostics import GradientRecorder, gradient_metrics, record_gradients
+from .diagnostics import (
+    GradientRecorder,
+    end_to_end_fidelity,
+    gradient_metrics,
+    record_gradients,
+)
 from .functional import surrogate_conv2d, surrogate_linear
 from .layers import (
     ConversionReport,
@@ -30,6 +35,7 @@ from .layers import (
     SurrogateLinear,
     convert,
     convert_with_report,
+    exact_backward,
 )
 
 __version__ = "0.1.0"
@@ -53,6 +59,8 @@ __all__ = [
     "SurrogateLinear",
     "convert",
     "convert_with_report",
+    "end_to_end_fidelity",
+    "exact_backward",
     "gradient_metrics",
     "make_mode",
     "parse_mode",

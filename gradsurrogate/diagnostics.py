@@ -8,6 +8,10 @@ one (computed as well, which costs one extra exact product per target):
 * ``sign_agreement`` = mean(sign u == sign t),
 * ``norm_ratio``     = |u| / |t|            (0 when both are zero, inf when only t is).
 
+These are *local*: ``t`` is the exact backward of the layer given the gradient it received.
+:func:`end_to_end_fidelity` instead compares every parameter gradient with the one exact
+backpropagation would give, so corruption accumulated through upstream layers shows.
+
 Ensemble layers give one value per member (a list). Usage::
 
     with record_gradients(model) as rec:
@@ -19,13 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GradientRecord", "GradientRecorder", "gradient_metrics", "record_gradients"]
+__all__ = [
+    "GradientRecord",
+    "GradientRecorder",
+    "end_to_end_fidelity",
+    "gradient_metrics",
+    "record_gradients",
+]
 
 
 def gradient_metrics(used: Tensor, true: Tensor, ensemble: bool = False) -> dict[str, Tensor]:
@@ -113,3 +123,26 @@ def record_gradients(model: nn.Module,
     finally:
         for _, layer in layers:
             layer.recorder = None
+
+
+def end_to_end_fidelity(model: nn.Module,
+                        loss_fn: Callable[[], Tensor]) -> dict[str, dict[str, float]]:
+    """Per parameter: metrics of the surrogate gradient vs exact backpropagation's.
+
+    ``loss_fn()`` runs the forward pass and returns a scalar loss; it is evaluated twice, once
+    with every surrogate layer's spec set to exact (true gradient) and once as configured.
+    Leaves ``.grad`` untouched.
+    """
+    from .layers import exact_backward
+
+    names, params = zip(*[(n, p) for n, p in model.named_parameters() if p.requires_grad])
+    with exact_backward(model):
+        true = torch.autograd.grad(loss_fn(), params, allow_unused=True)
+    used = torch.autograd.grad(loss_fn(), params, allow_unused=True)
+    out = {}
+    for name, u, t in zip(names, used, true):
+        if t is None:
+            continue
+        u = torch.zeros_like(t) if u is None else u
+        out[name] = {k: float(v) for k, v in gradient_metrics(u, t).items()}
+    return out

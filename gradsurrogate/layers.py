@@ -8,11 +8,12 @@ into one batched computation (weights (e, o, i)) for vectorised sweeps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +29,7 @@ __all__ = [
     "SurrogateMixin",
     "convert",
     "convert_with_report",
+    "exact_backward",
 ]
 
 SpecLike = BackwardSpec | str | dict
@@ -270,3 +272,20 @@ def convert(
         listing = "; ".join(f"{n or '<root>'}: {why}" for n, why in report.skipped.items())
         warnings.warn(f"convert left these layers unchanged: {listing}", stacklevel=2)
     return model
+
+
+@contextlib.contextmanager
+def exact_backward(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block every surrogate layer of ``model`` backpropagates exactly.
+
+    Specs are restored afterwards; fixed feedback matrices are kept, not redrawn.
+    """
+    layers = [m for m in model.modules() if isinstance(m, SurrogateMixin)]
+    specs = [m.spec for m in layers]
+    try:
+        for m in layers:
+            m.spec = BackwardSpec()
+        yield model
+    finally:
+        for m, spec in zip(layers, specs):
+            m.spec = spec
