@@ -215,7 +215,7 @@ class SurrogateFunction(torch.autograd.Function):
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, dw: Tensor | None, db: Tensor | None,
             dfeedback: Tensor | None, _plan: Any) -> Tensor:
-        x, w = ctx.saved_tensors[:2] if hasattr(ctx, "saved_tensors") else (None, None)
+        x, w = ctx.saved_tensors[:2]
         return ctx.plan.op.jvp(x, w, dx, dw, db, ctx.plan.ensemble)
 
 
