@@ -1,0 +1,259 @@
+"""The reference's regression experiments: 1-d sin(x) and 2-d cos(x)·sin(y).
+
+For every activation, the loss variants are trained together as members of ensemble
+:class:`DifferentialMLP` s (same data order; Adam and weight decay act elementwise, so each
+member follows exactly the path it would follow alone; the Hessian-supervised member gets
+its own ensemble so that the others skip the Hessian pass). Per-sample losses, summed
+over components and averaged over the batch:
+
+* ``type1``:   |f̂ - f|² + |Ĵ - J|²            (reference "Type 1")
+* ``type2``:   |f̂ - f|²                       (reference "Type 2")
+* ``hessian``: |f̂ - f|² + |Ĵ - J|² + |Ĥ - H|²  (Hessian-supervised variant)
+
+Metrics on the noise-free test set: MSE = mean over points of the squared error summed
+over components, for f, df/dx and d²f/dx² (the network's exact Hessian).
+
+Each (problem, activation) result is stored as ``<out>/<problem>_<activation>.npz``
+(written atomically); a rerun skips stored results, so long runs resume.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from gradsurrogate.diffnet.model import DifferentialMLP
+
+__all__ = ["LOSSES", "PROBLEMS", "ExperimentConfig", "Problem", "run_experiment", "train_one"]
+
+LOSSES = ("type1", "type2", "hessian")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A target function with its exact derivatives: x (B, n) -> f (B, 1), J (B, 1, n),
+    H (B, 1, n, n)."""
+
+    name: str
+    n_in: int
+    depth: int  # hidden layers in the reference's setting
+    truth: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+    n_test_side: int  # test points per axis (evenly spaced, endpoints included)
+
+
+def _sin1d(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.sin(x), torch.cos(x)[:, :, None], -torch.sin(x)[:, :, None, None]
+
+
+def _cossin2d(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    cx, sx, cy, sy = x[:, 0].cos(), x[:, 0].sin(), x[:, 1].cos(), x[:, 1].sin()
+    f = (cx * sy)[:, None]
+    jac = torch.stack([-sx * sy, cx * cy], dim=-1)[:, None, :]
+    off = -sx * cy
+    hes = torch.stack([torch.stack([-cx * sy, off], -1), torch.stack([off, -cx * sy], -1)], -2)
+    return f, jac, hes[:, None]
+
+
+PROBLEMS: dict[str, Problem] = {
+    "sin1d": Problem("sin1d", 1, 1, _sin1d, 100),
+    "cossin2d": Problem("cossin2d", 2, 2, _cossin2d, 50),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Defaults = the reference's setting (FACTS.md); ``quick()`` gives a CI-sized run."""
+
+    problem: str = "sin1d"
+    activations: tuple[str, ...] = ("relu", "softplus", "tanh", "cos2pi")
+    losses: tuple[str, ...] = LOSSES
+    width: int = 128
+    depth: int | None = None  # None: the problem's reference depth
+    n_train: int = 25_600
+    epochs: int = 500
+    batch: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    noise: float = 1e-3
+    seed: int = 42
+    dtype: str = "float32"
+
+    def quick(self) -> ExperimentConfig:
+        return replace(self, width=32, n_train=1024, epochs=3)
+
+    def __post_init__(self) -> None:
+        if self.problem not in PROBLEMS:
+            raise ValueError(f"unknown problem {self.problem!r}; accepted: {', '.join(PROBLEMS)}")
+        bad = [loss for loss in self.losses if loss not in LOSSES]
+        if bad or not self.losses:
+            raise ValueError(f"unknown losses {bad or self.losses!r}; accepted: {LOSSES}")
+
+
+def make_data(
+    problem: Problem, n_train: int, noise: float, gen: torch.Generator, dtype: torch.dtype
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Noisy training set (uniform on [-π, π]^n) and noise-free test grid.
+
+    Targets are computed at the clean inputs; Gaussian noise of std ``noise`` is then added
+    to x, f, J and H, as in the reference.
+    """
+    x = (torch.rand(n_train, problem.n_in, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    f, jac, hes = problem.truth(x)
+    train = {"x": x, "f": f, "J": jac, "H": hes}
+    train = {k: v + noise * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+             for k, v in train.items()}
+    axis = torch.linspace(-math.pi, math.pi, problem.n_test_side, dtype=torch.float64)
+    grid = torch.cartesian_prod(*[axis] * problem.n_in).reshape(-1, problem.n_in)
+    f, jac, hes = problem.truth(grid)
+    test = {"x": grid, "f": f, "J": jac, "H": hes}
+    cast = lambda d: {k: v.to(dtype) for k, v in d.items()}
+    return cast(train), test
+
+
+def member_losses(
+    pred: tuple[Tensor, Tensor, Tensor], target: dict[str, Tensor], losses: tuple[str, ...]
+) -> Tensor:
+    """Per-member mean loss (E,) from ensemble predictions y (E,B,1), J (E,B,1,n), H."""
+    y, jac, hes = pred
+    err_f = (y - target["f"]).square().sum(-1)
+    err_j = (jac - target["J"]).square().flatten(2).sum(-1)
+    err_h = (hes - target["H"]).square().flatten(2).sum(-1) if hes is not None else None
+    out = []
+    for e, loss in enumerate(losses):
+        per_sample = err_f[e]
+        if loss in ("type1", "hessian"):
+            per_sample = per_sample + err_j[e]
+        if loss == "hessian":
+            per_sample = per_sample + err_h[e]
+        out.append(per_sample.mean())
+    return torch.stack(out)
+
+
+def evaluate(net: DifferentialMLP, test: dict[str, Tensor]) -> dict[str, np.ndarray]:
+    """Predictions on the test grid and MSEs (E, 3) for f, df/dx, d²f/dx² (float64)."""
+    dtype = next(net.parameters()).dtype
+    x = test["x"].to(dtype).expand(net.ensemble, *test["x"].shape)
+    with torch.no_grad():
+        y, jac, hes = (t.double() for t in net(x, hessian=True))
+    mse = torch.stack(
+        [
+            (y - test["f"]).square().flatten(2).sum(-1).mean(-1),
+            (jac - test["J"]).square().flatten(2).sum(-1).mean(-1),
+            (hes - test["H"]).square().flatten(2).sum(-1).mean(-1),
+        ],
+        dim=-1,
+    )
+    return {"mse": mse.numpy(), "y": y.numpy(), "J": jac.numpy(), "H": hes.numpy()}
+
+
+def train_one(
+    cfg: ExperimentConfig, activation: str, log: Callable[[dict], None] | None = None
+) -> dict[str, np.ndarray]:
+    """Train the loss variants of ``cfg.losses`` for one activation; returns test results.
+
+    Result keys: ``mse`` (E, 3), test predictions ``y``/``J``/``H`` (E, B, ...), the test
+    inputs ``x`` and truths ``f_true``/``J_true``/``H_true``, per-epoch mean training loss
+    ``train_loss`` (epochs, E), and ``seconds``.
+    """
+    problem = PROBLEMS[cfg.problem]
+    dtype = getattr(torch, cfg.dtype)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train, test = make_data(problem, cfg.n_train, cfg.noise, gen, dtype)
+    # Members that need H train in their own ensemble, so the others skip the H pass.
+    groups = [g for g in (tuple(x for x in cfg.losses if x != "hessian"),
+                          tuple(x for x in cfg.losses if x == "hessian")) if g]
+    nets = [
+        DifferentialMLP(
+            problem.n_in, 1, width=cfg.width, depth=cfg.depth or problem.depth,
+            activation=activation, ensemble=len(g), generator=gen, dtype=dtype,
+        )
+        for g in groups
+    ]
+    opts = [
+        torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         amsgrad=True)
+        for net in nets
+    ]
+    n_batches = cfg.n_train // cfg.batch  # last partial batch dropped
+    history = np.zeros((cfg.epochs, len(cfg.losses)))
+    order = [loss for g in groups for loss in g]
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.epochs), desc=f"{cfg.problem}/{activation}", disable=None)
+    for epoch in bar:
+        perm = torch.randperm(cfg.n_train, generator=gen)
+        total = torch.zeros(len(order), dtype=torch.float64)
+        for b in range(n_batches):
+            idx = perm[b * cfg.batch : (b + 1) * cfg.batch]
+            batch = {k: v[idx] for k, v in train.items()}
+            parts = []
+            for g, net, opt in zip(groups, nets, opts):
+                need_h = "hessian" in g
+                out = net(batch["x"].expand(len(g), *batch["x"].shape), hessian=need_h)
+                per_member = member_losses(out if need_h else (*out, None), batch, g)
+                opt.zero_grad(set_to_none=True)
+                per_member.sum().backward()
+                opt.step()
+                parts.append(per_member.detach())
+            total += torch.cat(parts).double()
+        mean = (total / n_batches).numpy()
+        history[epoch] = [mean[order.index(loss)] for loss in cfg.losses]
+        bar.set_postfix(loss=" ".join(f"{v:.1e}" for v in history[epoch]))
+        if log is not None:
+            log({f"{activation}/{loss}/train": float(v)
+                 for loss, v in zip(cfg.losses, history[epoch])} | {"epoch": epoch})
+    evals = [evaluate(net, test) for net in nets]
+    result = {
+        k: np.concatenate([ev[k] for ev in evals])[[order.index(loss) for loss in cfg.losses]]
+        for k in evals[0]
+    }
+    result.update(
+        x=test["x"].numpy(), f_true=test["f"].numpy(), J_true=test["J"].numpy(),
+        H_true=test["H"].numpy(), train_loss=history,
+        seconds=np.array(time.perf_counter() - t0),
+    )
+    return result
+
+
+def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def result_path(out_dir: Path, problem: str, activation: str) -> Path:
+    return Path(out_dir) / f"{problem}_{activation}.npz"
+
+
+def run_experiment(
+    cfg: ExperimentConfig, out_dir: str | Path, log: Callable[[dict], None] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Train every activation of ``cfg`` (skipping stored results); returns activation -> result.
+
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # The settings a stored result must match to be reused (activation list excluded).
+    settings = "\n".join(f"{k} = {v!r}" for k, v in asdict(cfg).items() if k != "activations")
+    results = {}
+    for activation in cfg.activations:
+        path = result_path(out, cfg.problem, activation)
+        if path.exists():
+            with np.load(path) as stored:
+                if str(stored["config"]) == settings:
+                    results[activation] = dict(stored)
+                    continue
+        res = train_one(cfg, activation, log)
+        res["losses"] = np.array(cfg.losses)
+        res["config"] = np.array(settings)
+        _save_atomic(path, res)
+        results[activation] = res
+    return results
