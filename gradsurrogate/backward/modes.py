@@ -1,4 +1,4 @@
-"""Backward modes and the :class:`BackwardSpec` that assigns one to each target.
+"""Backward modes: how one backward quantity (a gradient, ``W`` or ``x``) is perturbed.
 
 A linear map ``y = x Wᵀ + b`` has the exact backward
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -31,7 +31,6 @@ __all__ = [
     "MODES",
     "TARGETS",
     "BackwardMode",
-    "BackwardSpec",
     "Blend",
     "Exact",
     "Flip",
@@ -399,91 +398,3 @@ def make_mode(name: str, p: float | None = None, target: str = "grad_input") -> 
             "(only flip and blend take one)"
         )
     return parse_mode(f"{name}:{p!r}", target)
-
-
-@dataclasses.dataclass(frozen=True)
-class BackwardSpec:
-    """How the backward pass of a linear map is formed, one mode per target.
-
-    ``BackwardSpec(grad_input="flip:0.3", weight="sign")``; fields take strings or mode objects.
-    ``str(spec)`` lists the non-exact targets (``"grad_input=flip:0.3,weight=sign"``, or
-    ``"exact"``) and :meth:`parse` reads it back; :meth:`to_dict` / :meth:`from_dict` give a
-    W&B-config-friendly form.
-    """
-
-    grad_input: BackwardMode | str = "exact"
-    grad_weight: BackwardMode | str = "exact"
-    weight: BackwardMode | str = "exact"
-    input: BackwardMode | str = "exact"
-
-    def __post_init__(self) -> None:
-        for target in TARGETS:
-            object.__setattr__(self, target, parse_mode(getattr(self, target), target))
-
-    def modes(self) -> dict[str, BackwardMode]:
-        return {t: getattr(self, t) for t in TARGETS}
-
-    @property
-    def is_exact(self) -> bool:
-        """True when every target computes the true quantity."""
-        return all(m.is_exact for m in self.modes().values())
-
-    @property
-    def is_random(self) -> bool:
-        return any(m.random for m in self.modes().values())
-
-    def replace(self, **changes: BackwardMode | str) -> BackwardSpec:
-        unknown = set(changes) - set(TARGETS)
-        if unknown:
-            raise ValueError(f"unknown backward target(s) {sorted(unknown)}; accepted: {TARGETS}")
-        return dataclasses.replace(self, **changes)
-
-    def bind(self, surrogate: Callable[..., Tensor]) -> BackwardSpec:
-        """Attach ``surrogate`` to every ``learned`` target."""
-        return dataclasses.replace(
-            self,
-            **{t: m.bind(surrogate) for t, m in self.modes().items() if isinstance(m, Learned)},
-        )
-
-    def __str__(self) -> str:
-        parts = [f"{t}={m}" for t, m in self.modes().items() if not isinstance(m, Exact)]
-        return ",".join(parts) if parts else "exact"
-
-    def to_dict(self) -> dict[str, str]:
-        return {t: str(m) for t, m in self.modes().items()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BackwardSpec:
-        unknown = set(data) - set(TARGETS)
-        if unknown:
-            raise ValueError(f"unknown backward target(s) {sorted(unknown)}; accepted: {TARGETS}")
-        return cls(**{k: str(v) if not isinstance(v, BackwardMode) else v for k, v in data.items()})
-
-    @classmethod
-    def parse(cls, text: str) -> BackwardSpec:
-        """Inverse of ``str``: ``"exact"`` or ``"target=mode,target=mode"``."""
-        text = text.strip()
-        if text in ("", "exact"):
-            return cls()
-        fields: dict[str, str] = {}
-        for part in text.split(","):
-            target, sep, mode = part.partition("=")
-            if not sep:
-                raise ValueError(
-                    f"cannot parse backward spec {text!r}: expected 'target=mode' pairs "
-                    f"separated by ',' with targets {TARGETS}, or 'exact'"
-                )
-            fields[target.strip()] = mode.strip()
-        return cls.from_dict(fields)
-
-    @classmethod
-    def coerce(cls, spec: BackwardSpec | str | Mapping[str, Any] | None) -> BackwardSpec:
-        if spec is None:
-            return cls()
-        if isinstance(spec, BackwardSpec):
-            return spec
-        if isinstance(spec, str):
-            return cls.parse(spec)
-        if isinstance(spec, Mapping):
-            return cls.from_dict(spec)
-        raise ValueError(f"expected a BackwardSpec, a spec string or a dict; got {spec!r}")

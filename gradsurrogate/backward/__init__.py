@@ -1,0 +1,47 @@
+"""Backward modes and :class:`BackwardSpec`.
+
+A linear map ``y = x Wᵀ + b`` has the exact backward ``grad_input = g W``,
+``grad_weight = gᵀ x``. A :class:`BackwardSpec` assigns one :class:`BackwardMode` to each of
+its four targets (``grad_input``, ``grad_weight``, ``weight``, ``input``); modes live in
+:mod:`.modes` behind a registry (``MODES``), the spec in :mod:`.spec`.
+"""
+
+from .modes import (
+    MODES,
+    TARGETS,
+    BackwardMode,
+    Blend,
+    Exact,
+    Flip,
+    Generators,
+    Learned,
+    NoGrad,
+    RandomFeedback,
+    Sign,
+    accepted_modes,
+    make_mode,
+    mean_abs,
+    parse_mode,
+    uniform_like,
+)
+from .spec import BackwardSpec
+
+__all__ = [
+    "MODES",
+    "TARGETS",
+    "BackwardMode",
+    "BackwardSpec",
+    "Blend",
+    "Exact",
+    "Flip",
+    "Generators",
+    "Learned",
+    "NoGrad",
+    "RandomFeedback",
+    "Sign",
+    "accepted_modes",
+    "make_mode",
+    "mean_abs",
+    "parse_mode",
+    "uniform_like",
+]
