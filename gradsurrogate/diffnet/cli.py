@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _wandb_logger(mode: str | None, config: dict) -> tuple[Callable[[dict], None] | None, object]:
     """A logging callback that never raises (W&B failures must not fail a run)."""
     try:
-        import wandb  # noqa: PLC0415  (optional dependency, imported lazily)
+        import wandb
     except ImportError:
         return None, None
     if mode is None:
@@ -60,14 +60,14 @@ def _wandb_logger(mode: str | None, config: dict) -> tuple[Callable[[dict], None
         return None, None
     try:
         run = wandb.init(project="gradsurrogate-diffnet", mode=mode, config=config)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         print(f"wandb disabled ({err})")
         return None, None
 
     def log(metrics: dict) -> None:
         try:
             run.log(metrics)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     return log, run
@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                 if run is not None:
                     try:
                         run.finish()
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         pass
-    from gradsurrogate.diffnet.report import write_report  # noqa: PLC0415 (matplotlib)
+    from gradsurrogate.diffnet.report import write_report
 
     command = "gradsurrogate diffnet " + shlex.join(argv if argv is not None else [])
     table = write_report(out, problems, figures=not args.no_figures, command=command.strip())

@@ -206,7 +206,11 @@ def train_one(
             total += torch.cat(parts).double()
         mean = (total / n_batches).numpy()
         history[epoch] = [mean[order.index(loss)] for loss in cfg.losses]
-        bar.set_postfix(loss=" ".join(f"{v:.1e}" for v in history[epoch]))
+        losses_txt = " ".join(f"{v:.1e}" for v in history[epoch])
+        bar.set_postfix(loss=losses_txt)
+        if bar.disable and (epoch + 1) % 25 == 0:  # no TTY: a plain progress line
+            print(f"{cfg.problem}/{activation} epoch {epoch + 1}: train loss {losses_txt} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
         if log is not None:
             log({f"{activation}/{loss}/train": float(v)
                  for loss, v in zip(cfg.losses, history[epoch])} | {"epoch": epoch})

@@ -1,0 +1,158 @@
+"""Markdown table (reference format, next to the reference's numbers) and PNG figures for
+the results written by :func:`gradsurrogate.diffnet.experiment.run_experiment`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from gradsurrogate.diffnet.experiment import PROBLEMS, result_path
+
+__all__ = ["REFERENCE", "format_table", "load_results", "plot_problem", "write_report"]
+
+DISPLAY = {"relu": "ReLu", "softplus": "SoftPlus", "tanh": "TanH", "cos2pi": "Cos"}
+LOSS_NAMES = {"type1": "Type 1 Loss", "type2": "Type 2 Loss", "hessian": "Hessian Loss"}
+METRICS = ("MSE f(x)", "MSE ∂f/∂x", "MSE ∂²f/∂x²")
+TITLES = {"sin1d": "1-d: f(x) = sin(x)", "cossin2d": "2-d: f(x, y) = cos(x)·sin(y)"}
+
+# The reference README's tables: problem -> loss -> activation -> (MSE f, df, d²f).
+_REF_ROWS = {  # (problem, loss): {activation: (MSE f, MSE df, MSE d²f)}
+    ("sin1d", "type1"): {
+        "relu": (9.792e-6, 4.514e-4, 4.950e-1), "softplus": (6.909e-6, 1.807e-4, 5.930e-3),
+        "tanh": (8.239e-7, 3.099e-5, 1.625e-3), "cos2pi": (1.957e-7, 2.189e-6, 5.451e-5),
+    },
+    ("sin1d", "type2"): {
+        "relu": (5.077e-7, 2.661e-3, 4.950e-1), "softplus": (8.666e-6, 1.494e-4, 4.519e-3),
+        "tanh": (7.563e-6, 4.345e-4, 8.642e-3), "cos2pi": (1.746e-8, 5.731e-7, 1.209e-5),
+    },
+    ("cossin2d", "type1"): {
+        "relu": (4.151e-5, 2.014e-3, 9.996e-1), "softplus": (2.851e-6, 3.656e-5, 1.288e-3),
+        "tanh": (2.583e-6, 1.525e-5, 8.535e-4), "cos2pi": (2.929e-7, 4.344e-6, 1.709e-4),
+    },
+    ("cossin2d", "type2"): {
+        "relu": (3.293e-5, 4.962e-3, 9.996e-1), "softplus": (4.282e-5, 8.128e-4, 1.468e-2),
+        "tanh": (8.361e-6, 4.349e-4, 1.163e-2), "cos2pi": (2.118e-6, 7.038e-5, 1.316e-3),
+    },
+}
+REFERENCE: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {}
+for (_problem, _loss), _row in _REF_ROWS.items():
+    REFERENCE.setdefault(_problem, {})[_loss] = _row
+
+
+def load_results(out_dir: str | Path, problem: str) -> dict[str, dict[str, np.ndarray]]:
+    """activation -> stored result arrays, for every stored result of ``problem``."""
+    results = {}
+    for path in sorted(Path(out_dir).glob(f"{problem}_*.npz")):
+        activation = path.stem[len(problem) + 1 :]
+        if result_path(out_dir, problem, activation) == path:
+            with np.load(path) as stored:
+                results[activation] = dict(stored)
+    return results
+
+
+def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tuple[str, int, int]:
+    """Reference-format table: a column per loss / activation, a row per metric, each followed
+    by the reference's row. Returns (markdown, cells at or below the reference, cells compared).
+    """
+    acts = [a for a in DISPLAY if a in results] + [a for a in results if a not in DISPLAY]
+    losses = [str(x) for x in next(iter(results.values()))["losses"]] if results else []
+    cols = [(loss, act) for loss in losses for act in acts]
+    head = [""] + [f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}" for loss, act in cols]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    wins = compared = 0
+    for k, metric in enumerate(METRICS):
+        ours, ref = [f"**{metric}**"], [f"↳ reference {metric}"]
+        for loss, act in cols:
+            row = [str(x) for x in results[act]["losses"]].index(loss)
+            value = float(results[act]["mse"][row][k])
+            target = REFERENCE.get(problem, {}).get(loss, {}).get(act)
+            mark = ""
+            if target is not None:
+                compared += 1
+                if value <= target[k]:
+                    wins += 1
+                    mark = " ✓"
+            ours.append(f"{value:.3e}{mark}")
+            ref.append(f"{target[k]:.3e}" if target is not None else "–")
+        lines += ["| " + " | ".join(ours) + " |", "| " + " | ".join(ref) + " |"]
+    return "\n".join(lines), wins, compared
+
+
+def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path: Path) -> None:
+    """PNG of f, df/dx and d²f/dx² of every loss variant against the truth."""
+    losses = [str(x) for x in res["losses"]]
+    title = f"{TITLES[problem]}, {DISPLAY.get(activation, activation)} activation"
+    if PROBLEMS[problem].n_in == 1:
+        x = res["x"][:, 0]
+        fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+        truths = (res["f_true"][:, 0], res["J_true"][:, 0, 0], res["H_true"][:, 0, 0, 0])
+        labels = ("f(x) = sin x", "∂f/∂x = cos x", "∂²f/∂x² = -sin x")
+        for k, (ax, truth, label) in enumerate(zip(axes, truths, labels)):
+            ax.plot(x, truth, color="k", lw=2.5, label="truth")
+            for e, loss in enumerate(losses):
+                pred = (res["y"][e][:, 0], res["J"][e][:, 0, 0], res["H"][e][:, 0, 0, 0])[k]
+                ax.plot(x, pred, lw=1.3, ls=("-", "--", ":")[e % 3], label=LOSS_NAMES[loss])
+            ax.set_ylabel(label)
+            ax.set_ylim(-1.5, 1.5)
+            ax.grid(alpha=0.3)
+        axes[0].legend(loc="upper left", fontsize=8)
+        axes[-1].set_xlabel("x")
+    else:
+        side = PROBLEMS[problem].n_test_side
+        lo, hi = res["x"].min(0), res["x"].max(0)
+        ext = (lo[0], hi[0], lo[1], hi[1])
+        fields = ("f", "∂f/∂x", "∂f/∂y", "∂²f/∂x²", "∂²f/∂x∂y", "∂²f/∂y²")
+
+        def panels(y: np.ndarray, jac: np.ndarray, hes: np.ndarray) -> list[np.ndarray]:
+            flat = [y[:, 0], jac[:, 0, 0], jac[:, 0, 1], hes[:, 0, 0, 0], hes[:, 0, 0, 1],
+                    hes[:, 0, 1, 1]]
+            return [v.reshape(side, side).T for v in flat]  # rows: y, columns: x
+
+        rows = [("truth", panels(res["f_true"], res["J_true"], res["H_true"]))]
+        rows += [(LOSS_NAMES[loss], panels(res["y"][e], res["J"][e], res["H"][e]))
+                 for e, loss in enumerate(losses)]
+        fig, axes = plt.subplots(len(rows), 6, figsize=(16, 2.7 * len(rows)), squeeze=False)
+        for r, (name, imgs) in enumerate(rows):
+            for c, img in enumerate(imgs):
+                ax = axes[r, c]
+                im = ax.imshow(img, origin="lower", extent=ext, cmap="RdBu_r", vmin=-1.2, vmax=1.2)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(fields[c])
+                if c == 0:
+                    ax.set_ylabel(name)
+        fig.colorbar(im, ax=axes, shrink=0.6)
+    fig.suptitle(title)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
+                 command: str = "") -> str:
+    """Write ``table.md`` (and PNGs) into ``out_dir`` from the stored results; return the text."""
+    out = Path(out_dir)
+    parts = [f"Command: `{command}`\n"] if command else []
+    for problem in problems:
+        results = load_results(out, problem)
+        if not results:
+            continue
+        table, wins, compared = format_table(problem, results)
+        parts.append(f"### {TITLES[problem]}\n\n{table}\n\n"
+                     f"{wins} of {compared} cells at or below the reference (✓).\n")
+        if figures:
+            for activation, res in results.items():
+                plot_problem(problem, activation, res, out / f"{problem}_{activation}.png")
+    text = "\n".join(parts)
+    tmp = out / "table.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out / "table.md")
+    return text
