@@ -1,0 +1,174 @@
+"""Backward surrogates ``g(∇_f, α) ≈ ∇_α = ∇_f · J_f(α)``.
+
+Every surrogate is an ``nn.Module`` with
+
+* ``forward(u, alpha)``: ``u`` (*, o) cotangents, ``alpha`` (*, i) points (leading dims
+  broadcast) ``-> (*, i)`` — exactly the signature of the ``learned`` ``grad_input`` mode;
+* ``jacobian(alpha)``: ``(n, i) -> (n, o, i)``, the restored Jacobian, row ``r`` being
+  ``g(e_r, α)`` (what the backward returns for a unit cotangent).
+
+Registry (:func:`make_surrogate`):
+
+* ``structured``: one learned matrix ``B`` (o, i) shaped like the true Jacobian,
+  ``g(u, α) = u B`` (ignores ``α``); ``feedback(W)`` returns ``B`` for the ``learned`` ``weight``
+  mode (``grad_input = grad_output @ B``);
+* ``mlp``: free-form ``g = MLP([u, α])``;
+* ``loglinexp``: ``g = R · Re exp(W Log z)``, ``z = [u, α]``: units are signed generalised
+  monomials ``Π_j |z_j|^{W_hj} · cos(π Σ_j W_hj [z_j < 0])`` (the real part of the complex
+  power, so integer exponents give exact signed monomials) followed by a linear readout ``R``.
+
+``initial_messup`` multiplies every initial parameter (0 gives a zero surrogate; large values
+start far from the true scale). Initialisation draws come from the given generator only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SURROGATES", "LogLinExp", "MLPSurrogate", "Structured", "Surrogate",
+           "make_surrogate"]
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
+           device: torch.device | str | None) -> Tensor:
+    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
+          device: torch.device | str | None) -> Tensor:
+    return torch.rand(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+
+
+class Surrogate(nn.Module):
+    """Base class: ``forward(u (*, o), alpha (*, i)) -> (*, i)`` and ``jacobian``."""
+
+    name: ClassVar[str]
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        if dim_in < 1 or dim_out < 1:
+            raise ValueError(f"surrogate dims must be >= 1; got dim_in={dim_in}, "
+                             f"dim_out={dim_out}")
+        self.dim_in, self.dim_out = dim_in, dim_out
+
+    def forward(self, u: Tensor, alpha: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def jacobian(self, alpha: Tensor) -> Tensor:
+        """Restored Jacobian ``(n, i) -> (n, o, i)``: ``J[n, r] = g(e_r, α_n)``."""
+        p = next(self.parameters())
+        eye = torch.eye(self.dim_out, dtype=p.dtype, device=p.device)
+        return self(eye[None], alpha[:, None, :])
+
+
+class Structured(Surrogate):
+    """``g(u, α) = u B`` with a learned ``B`` (o, i); ``n o, o i -> n i``."""
+
+    name: ClassVar[str] = "structured"
+
+    def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__(dim_in, dim_out)
+        generator = generator or torch.Generator().manual_seed(0)
+        init = _randn((dim_out, dim_in), generator, dtype, device) / math.sqrt(dim_in)
+        self.B = nn.Parameter(initial_messup * init)
+
+    def forward(self, u: Tensor, alpha: Tensor | None = None) -> Tensor:
+        return u @ self.B
+
+    def jacobian(self, alpha: Tensor) -> Tensor:
+        return self.B.expand(alpha.shape[0], *self.B.shape)
+
+    def feedback(self, weight: Tensor | None = None) -> Tensor:
+        """The learned matrix ``B`` (o, i), for ``BackwardSpec(weight=Learned(s.feedback))``."""
+        return self.B
+
+
+def _inputs(u: Tensor, alpha: Tensor, use_alpha: bool) -> Tensor:
+    if not use_alpha:
+        return u
+    shape = torch.broadcast_shapes(u.shape[:-1], alpha.shape[:-1])
+    return torch.cat([u.expand(*shape, u.shape[-1]), alpha.expand(*shape, alpha.shape[-1])], -1)
+
+
+class MLPSurrogate(Surrogate):
+    """``g(u, α) = MLP([u, α])`` (or ``MLP(u)`` with ``use_alpha=False``), tanh hidden layers."""
+
+    name: ClassVar[str] = "mlp"
+
+    def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None, width: int = 64, depth: int = 2,
+                 use_alpha: bool = True) -> None:
+        super().__init__(dim_in, dim_out)
+        generator = generator or torch.Generator().manual_seed(0)
+        self.use_alpha = use_alpha
+        sizes = [dim_out + (dim_in if use_alpha else 0)] + [width] * depth + [dim_in]
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(sizes):
+            lin = nn.Linear(a, b, dtype=dtype, device=device)
+            bound = 1 / math.sqrt(a)
+            with torch.no_grad():  # nn.Linear's init, drawn from our generator
+                lin.weight.copy_(initial_messup * bound * (2 * _rand((b, a), generator, dtype,
+                                                                     device) - 1))
+                lin.bias.copy_(initial_messup * bound * (2 * _rand((b,), generator, dtype,
+                                                                   device) - 1))
+            layers += [lin, nn.Tanh()]
+        self.net = nn.Sequential(*layers[:-1])
+
+    def forward(self, u: Tensor, alpha: Tensor) -> Tensor:
+        return self.net(_inputs(u, alpha, self.use_alpha))
+
+
+class LogLinExp(Surrogate):
+    """``g(z) = R · Re exp(W Log z)`` with ``z = [u, α]``; ``W`` (h, d), ``R`` (i, h).
+
+    Unit ``h``: ``exp(Σ_j W_hj log(|z_j| + eps)) · cos(π Σ_j W_hj [z_j < 0])``. Exponent rows
+    start near a random convex combination (degree-1 homogeneous units), scaled by
+    ``initial_messup`` together with the readout.
+    """
+
+    name: ClassVar[str] = "loglinexp"
+
+    def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None, width: int | None = None,
+                 use_alpha: bool = False, eps: float = 1e-6) -> None:
+        super().__init__(dim_in, dim_out)
+        generator = generator or torch.Generator().manual_seed(0)
+        self.use_alpha, self.eps = use_alpha, eps
+        d = dim_out + (dim_in if use_alpha else 0)
+        width = width or 2 * dim_out
+        w = -torch.log(_rand((width, d), generator, dtype, device).clamp_min(1e-6)) ** 4
+        w = w / w.sum(-1, keepdim=True)  # peaked random convex combinations
+        self.W = nn.Parameter(initial_messup * w)
+        r = _randn((dim_in, width), generator, dtype, device) / math.sqrt(width)
+        self.R = nn.Parameter(initial_messup * r)
+
+    def forward(self, u: Tensor, alpha: Tensor) -> Tensor:
+        z = _inputs(u, alpha, self.use_alpha)
+        mag = torch.exp(torch.log(z.abs() + self.eps) @ self.W.T)
+        sign = torch.cos(math.pi * ((z < 0).to(z.dtype) @ self.W.T))
+        return (mag * sign) @ self.R.T
+
+
+SURROGATES: dict[str, type[Surrogate]] = {c.name: c for c in (Structured, MLPSurrogate,
+                                                                LogLinExp)}
+
+
+def make_surrogate(name: str, dim_in: int, dim_out: int, initial_messup: float = 1.0,
+                   generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None, **opts: Any) -> Surrogate:
+    """Build a registered surrogate; ``opts`` go to its constructor (``width``, ...)."""
+    cls = SURROGATES.get(name)
+    if cls is None:
+        raise ValueError(f"unknown surrogate {name!r}; accepted: {', '.join(SURROGATES)}")
+    if not math.isfinite(initial_messup):
+        raise ValueError(f"initial_messup must be finite; got {initial_messup!r}")
+    return cls(dim_in, dim_out, initial_messup, generator, dtype, device, **opts)

@@ -1,0 +1,249 @@
+"""Train a surrogate ``g`` from directional probes: ``g(∇_f, α)·dα ≈ ∇_f·df``.
+
+One step (minibatch) draws ``n`` points ``α``, ``k`` directions per point in one random subspace
+of ``dim_sample`` coordinates, and ``c`` cotangents ``u`` per point, evaluates ``df`` by the
+target (jvp/fd/integral, ``n·k`` directional evaluations of ``f``) and forms the equations
+
+    pred[n, c, k] = g(u_nc, α_n) · dα_nk          y[n, c, k] = u_nc · df_nk
+
+compared by the loss as ``n·c`` vectors of length ``k`` (the gradient projected onto the sampled
+subspace). Cotangents are free: a directional evaluation yields the whole vector ``df``.
+
+With ``probe_budget`` the probes ``(α, dα, df)`` are stored until the budget is spent and later
+steps replay random groups of ``k`` stored probes with fresh cotangents, so ``jvp_evals`` stays
+at the budget (used to measure how many evaluations a method needs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from .losses import get_loss
+from .problems import Problem, jacobian_metrics
+from .sampling import check_dim_sample, sample_cotangents, sample_directions
+from .surrogates import Surrogate
+from .targets import TARGETS, directional_change, surrogate_line_integral
+
+__all__ = ["NonFiniteLossError", "RestoreConfig", "RestoreResult", "equations", "restore"]
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The restoration loss became NaN or inf."""
+
+
+@dataclasses.dataclass
+class RestoreConfig:
+    """Settings of one restoration run (``None`` sizes default to ``k = dim_sample``,
+    ``c = dim_out``)."""
+
+    dim_sample: int
+    loss: str = "mse"
+    target: str = "jvp"
+    epochs: int = 100
+    steps_per_epoch: int = 1
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    points: int = 1
+    directions: int | None = None
+    cotangents: int | None = None
+    direction_dist: str = "gaussian"
+    cotangent_dist: str = "gaussian"
+    fd_step: float = 1e-3
+    fd_scheme: str = "central"
+    integral_step: float = 1.0
+    integral_method: str = "gauss-legendre"
+    integral_nodes: int = 8
+    probe_budget: int | None = None
+    target_cosine: float | None = None
+    on_nonfinite: str = "raise"
+    eval_points: int = 4
+    seed: int = 0
+
+    def validate(self, problem: Problem) -> None:
+        check_dim_sample(self.dim_sample, problem.dim_in)
+        get_loss(self.loss)
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; accepted: {', '.join(TARGETS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; accepted: "
+                             f"{', '.join(OPTIMIZERS)}")
+        if self.on_nonfinite not in ("raise", "stop"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'stop'; got {self.on_nonfinite!r}")
+        for name in ("epochs", "steps_per_epoch", "points", "eval_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive; got {self.lr!r}")
+        if self.probe_budget is not None and self.probe_budget < 1:
+            raise ValueError(f"probe_budget must be >= 1 or None; got {self.probe_budget!r}")
+
+
+@dataclasses.dataclass
+class RestoreResult:
+    """Per-epoch ``history`` records and the final state of a run."""
+
+    history: list[dict[str, Any]]
+    jvp_evals: int
+    f_evals: int
+    status: str  # "done", "target_reached" or "nonfinite"
+    final: dict[str, float]
+    reached_at: int | None = None  # jvp_evals when target_cosine was first reached
+
+
+class _ProbeBank:
+    """Stored probes ``α`` (p, i), ``dα`` (p, i), ``df`` (p, o) for replay."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.parts = budget, []
+        self.size = 0
+
+    def add(self, alpha: Tensor, dalpha: Tensor, df: Tensor) -> None:
+        take = min(self.budget - self.size, alpha.shape[0])
+        self.parts.append((alpha[:take], dalpha[:take], df[:take]))
+        self.size += take
+        if self.full:
+            self.alpha, self.dalpha, self.df = (torch.cat(t) for t in zip(*self.parts))
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.budget
+
+    def groups(self, n: int, k: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.randint(0, self.size, (n, k), generator=gen, device=gen.device)
+        idx = idx.to(self.alpha.device)
+        return self.alpha[idx], self.dalpha[idx], self.df[idx]
+
+
+def equations(surrogate: Surrogate, u: Tensor, alpha: Tensor, dalpha: Tensor, df: Tensor,
+              target: str = "jvp", integral_opts: dict[str, Any] | None = None
+              ) -> tuple[Tensor, Tensor]:
+    """Predictions and targets (n, c, k) of the scalar equations.
+
+    ``u`` (n, c, o); ``alpha`` (n, k, i) or (n, 1, i) (one point per row); ``dalpha`` (n, k, i);
+    ``df`` (n, k, o). ``pred = g(u, α)·dα`` (or its line integral for ``integral``),
+    ``y = u·df``.
+    """
+    y = torch.einsum("nko,nco->nck", df, u)
+    if target == "integral":
+        n, k, i = dalpha.shape
+        c = u.shape[1]
+        a = alpha.expand(n, k, i).reshape(n * k, i)
+        uu = u[:, None].expand(n, k, c, u.shape[-1]).reshape(n * k, c, u.shape[-1])
+        pred = surrogate_line_integral(surrogate, uu, a, dalpha.reshape(n * k, i),
+                                       **(integral_opts or {}))
+        return pred.reshape(n, k, c).transpose(1, 2), y
+    g = surrogate(u[:, :, None, :], alpha[:, None])  # (n, c, 1|k, i)
+    return (g * dalpha[:, None]).sum(-1), y
+
+
+def _draw_probes(problem: Problem, cfg: RestoreConfig, gen: torch.Generator, dtype: torch.dtype,
+                 device: torch.device) -> tuple[Tensor, Tensor, Tensor, int]:
+    n, i = cfg.points, problem.dim_in
+    k = cfg.directions or cfg.dim_sample
+    alpha = problem.alpha(n, gen).to(device=device, dtype=dtype)
+    dalpha, _ = sample_directions(n, k, i, cfg.dim_sample, cfg.direction_dist, gen, dtype, device)
+    if cfg.target == "integral":
+        dalpha = cfg.integral_step * dalpha
+    rows_a = alpha[:, None].expand(n, k, i).reshape(n * k, i).contiguous()
+    df, rows = directional_change(problem.f, rows_a, dalpha.reshape(n * k, i),
+                                  "fd" if cfg.target == "fd" else cfg.target,
+                                  step=1.0 if cfg.target == "integral" else cfg.fd_step,
+                                  scheme=cfg.fd_scheme)
+    return alpha[:, None], dalpha, df.reshape(n, k, -1), rows
+
+
+def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress: bool = True,
+            callback: Callable[[dict[str, Any]], None] | None = None) -> RestoreResult:
+    """Train ``surrogate`` on ``problem`` for ``cfg.epochs`` epochs (``steps_per_epoch``
+    minibatches each); metrics vs the true Jacobian (when known) after every epoch.
+
+    ``jvp_evals`` counts directional evaluations (probes) of ``f``; ``f_evals`` counts rows
+    evaluated (2 per probe for fd/integral). A non-finite loss raises
+    :class:`NonFiniteLossError` (``on_nonfinite="raise"``) or ends the run with status
+    ``"nonfinite"`` (``"stop"``).
+    """
+    cfg.validate(problem)
+    p0 = next(surrogate.parameters())
+    dtype, device = p0.dtype, p0.device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    eval_alpha = problem.alpha(cfg.eval_points, eval_gen).to(device=device, dtype=dtype)
+    true_jac = problem.jacobian(eval_alpha) if problem.jacobian is not None else None
+    loss_fn = get_loss(cfg.loss)
+    opt = OPTIMIZERS[cfg.optimizer](surrogate.parameters(), lr=cfg.lr)
+    bank = _ProbeBank(cfg.probe_budget) if cfg.probe_budget else None
+    integral_opts = {"method": cfg.integral_method}
+    if cfg.integral_method in ("gauss-legendre", "gauss-kronrod"):
+        integral_opts["n"] = cfg.integral_nodes
+    k = cfg.directions or cfg.dim_sample
+    c = cfg.cotangents or problem.dim_out
+    history: list[dict[str, Any]] = []
+    jvp_evals = f_evals = 0
+    status, reached_at = "done", None
+    start = time.perf_counter()
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"restore {cfg.loss}", disable=None if progress
+               else True, leave=False)
+    for epoch in bar:
+        losses = []
+        for _ in range(cfg.steps_per_epoch):
+            if bank is None or not bank.full:
+                alpha, dalpha, df, rows = _draw_probes(problem, cfg, gen, dtype, device)
+                n_probes = dalpha.shape[0] * dalpha.shape[1]
+                if bank is not None:
+                    n_probes = min(n_probes, bank.budget - bank.size)
+                    rows = rows * n_probes // (dalpha.shape[0] * dalpha.shape[1])
+                    bank.add(alpha.expand_as(dalpha).flatten(0, 1), dalpha.flatten(0, 1),
+                             df.flatten(0, 1))
+                jvp_evals += n_probes
+                f_evals += rows
+            else:
+                alpha, dalpha, df = bank.groups(cfg.points, k, gen)
+            u = sample_cotangents(alpha.shape[0], c, problem.dim_out, cfg.cotangent_dist, gen,
+                                  dtype, device)
+            pred, y = equations(surrogate, u, alpha, dalpha, df, cfg.target, integral_opts)
+            loss = loss_fn(pred, y)
+            if not torch.isfinite(loss):
+                msg = (f"non-finite restoration loss {loss.item()} at epoch {epoch} (loss "
+                       f"{cfg.loss}, lr {cfg.lr}, surrogate {surrogate.name}); lower the lr or "
+                       "the initial_messup")
+                if cfg.on_nonfinite == "raise":
+                    raise NonFiniteLossError(msg)
+                status = "nonfinite"
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        record: dict[str, Any] = {
+            "epoch": epoch, "loss": sum(losses) / len(losses) if losses else float("nan"),
+            "jvp_evals": jvp_evals, "f_evals": f_evals,
+            "time": time.perf_counter() - start,
+        }
+        if true_jac is not None:
+            with torch.no_grad():
+                record.update(jacobian_metrics(surrogate.jacobian(eval_alpha), true_jac))
+        history.append(record)
+        if callback is not None:
+            callback(record)
+        if status == "nonfinite":
+            break
+        if "cosine" in record:
+            bar.set_postfix(cos=f"{record['cosine']:.4f}", loss=f"{record['loss']:.3g}")
+            if cfg.target_cosine is not None and record["cosine"] >= cfg.target_cosine:
+                status, reached_at = "target_reached", jvp_evals
+                break
+    bar.close()
+    final = {k_: v for k_, v in history[-1].items() if isinstance(v, float)}
+    if status == "nonfinite" and not math.isfinite(final.get("loss", 0.0)):
+        final["loss"] = float("nan")
+    return RestoreResult(history, jvp_evals, f_evals, status, final, reached_at)
