@@ -1,0 +1,119 @@
+"""One XOR run's settings (:class:`XorConfig`) and its stable identifier."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..backward import TARGETS, BackwardSpec, Learned, RandomFeedback
+
+__all__ = ["OPTIMIZERS", "XorConfig"]
+
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class XorConfig:
+    """Every setting of one run. ``spec`` holds the backward modes as a spec string.
+
+    ``data_seed``, ``init_seed`` and ``noise_seed`` default to ``seed`` (stored resolved, so the
+    record names every seed used): the data seed draws the train/test sets and the minibatch
+    order, the init seed the weights, the noise seed the backward perturbations.
+    """
+
+    depth: int = 2
+    width: int = 32
+    steps: int = 1000
+    lr: float = 0.01
+    optimizer: str = "adam"
+    batch_size: int = 64
+    n_train: int = 512
+    n_test: int = 2048
+    sigma: float = 0.5
+    label_noise: float = 0.05
+    seed: int = 0
+    data_seed: int | None = None
+    init_seed: int | None = None
+    noise_seed: int | None = None
+    spec: str = "exact"
+    eval_every: int = 10
+    diag_every: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("data_seed", "init_seed", "noise_seed"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.seed)
+        ints = {"depth": 1, "width": 1, "steps": 1, "batch_size": 0, "n_train": 1, "n_test": 1,
+                "seed": 0, "data_seed": 0, "init_seed": 0, "noise_seed": 0, "eval_every": 1,
+                "diag_every": 0}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
+        object.__setattr__(self, "lr", float(self.lr))
+        object.__setattr__(self, "sigma", float(self.sigma))
+        object.__setattr__(self, "label_noise", float(self.label_noise))
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; accepted: "
+                             f"{', '.join(OPTIMIZERS)}")
+        from .data import _check
+
+        _check(self.sigma, self.label_noise)
+        spec = self.backward_spec()
+        for target, mode in spec.modes().items():
+            if isinstance(mode, Learned):
+                raise ValueError(f"the XOR benchmark has no learned surrogate: {target}=learned "
+                                 "is not accepted (use exact, flip:P, sign, sign:rescale, "
+                                 "blend:A, none, random)")
+        object.__setattr__(self, "spec", str(spec))
+
+    def backward_spec(self) -> BackwardSpec:
+        return BackwardSpec.parse(self.spec)
+
+    @property
+    def uses_feedback(self) -> bool:
+        """True when ``weight='random'`` (a fixed feedback matrix per layer)."""
+        return isinstance(self.backward_spec().weight, RandomFeedback)
+
+    @property
+    def full_batch(self) -> bool:
+        return self.batch_size == 0 or self.batch_size >= self.n_train
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting plus the spec's per-target modes (flat, W&B-config friendly)."""
+        out = dataclasses.asdict(self)
+        out.update(self.backward_spec().to_dict())
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> XorConfig:
+        """Inverse of :meth:`to_dict` (per-target keys, if present, must agree with ``spec``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names - set(TARGETS)
+        if unknown:
+            raise ValueError(f"unknown XOR config key(s) {sorted(unknown)}; accepted: "
+                             f"{sorted(names | set(TARGETS))}")
+        kwargs = {k: v for k, v in data.items() if k in names}
+        targets = {k: v for k, v in data.items() if k in TARGETS}
+        if targets and "spec" not in kwargs:
+            kwargs["spec"] = str(BackwardSpec.from_dict(targets))
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> XorConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def run_id(self) -> str:
+        """12 hex digits of the SHA-1 of the canonical JSON of the config."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def group_key(self) -> tuple[Any, ...]:
+        """Settings that runs stacked in one vectorised ensemble must share."""
+        return (self.depth, self.width, self.steps, self.optimizer, self.batch_size,
+                self.n_train, self.n_test, self.eval_every, self.diag_every, self.uses_feedback)

@@ -1,0 +1,152 @@
+"""Grids of XOR runs: the destroy experiment's default grid and a resumable, vectorised runner.
+
+A grid is targets × modes × p values × depths × seeds on top of a base :class:`XorConfig`.
+``target`` is one of the backward targets or ``"all"`` (every target at once); a mode that takes
+a parameter (``flip``, ``blend``) gets one run per p, others one run. :func:`run_grid` groups runs
+by :meth:`XorConfig.group_key`, trains each group (in chunks of ``max_group`` members) as one
+ensemble, appends every finished chunk to ``results.jsonl`` and skips runs already recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..backward import TARGETS, BackwardSpec, make_mode
+from .config import XorConfig
+from .ensemble import run_ensemble
+from .results import finished_ids, read_results, write_run
+from .tracking import Tracker
+from .train import run_xor
+
+__all__ = ["DEFAULT_DEPTHS", "DEFAULT_MODES", "DEFAULT_PS", "DEFAULT_SEEDS", "DEFAULT_TARGETS",
+           "default_grid", "grid_configs", "run_grid", "spec_for"]
+
+DEFAULT_TARGETS: tuple[str, ...] = (*TARGETS, "all")
+DEFAULT_MODES: tuple[str, ...] = ("sign", "flip")
+DEFAULT_PS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.8, 1.0)
+DEFAULT_DEPTHS: tuple[int, ...] = (2, 4)
+DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
+PARAMETRISED = ("flip", "blend")
+
+
+def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
+    """The spec that applies ``mode`` (with parameter ``p``) to ``target`` or to ``"all"``."""
+    if target not in DEFAULT_TARGETS:
+        raise ValueError(f"unknown grid target {target!r}; accepted: "
+                         f"{', '.join(DEFAULT_TARGETS)}")
+    targets = TARGETS if target == "all" else (target,)
+    return BackwardSpec(**{t: make_mode(mode, p, t) for t in targets})
+
+
+def grid_configs(base: XorConfig, targets: Sequence[str] = DEFAULT_TARGETS,
+                 modes: Sequence[str] = DEFAULT_MODES, ps: Sequence[float] = DEFAULT_PS,
+                 depths: Sequence[int] = DEFAULT_DEPTHS, seeds: Sequence[int] = DEFAULT_SEEDS,
+                 include_exact: bool = True) -> list[XorConfig]:
+    """Configs of the grid (plus one exact baseline per depth and seed when ``include_exact``).
+
+    Order: depth, then seed, then target, mode and p; duplicates are dropped.
+    """
+    out: dict[str, XorConfig] = {}
+    for depth in depths:
+        for seed in seeds:
+            cfg = base.replace(depth=depth, seed=seed, data_seed=None, init_seed=None,
+                               noise_seed=None)
+            if include_exact:
+                out.setdefault(cfg.replace(spec="exact").run_id, cfg.replace(spec="exact"))
+            for target in targets:
+                for mode in modes:
+                    values = ps if mode.strip().lower() in PARAMETRISED else (None,)
+                    for p in values:
+                        c = cfg.replace(spec=str(spec_for(target, mode, p)))
+                        out.setdefault(c.run_id, c)
+    return list(out.values())
+
+
+def default_grid(base: XorConfig | None = None) -> list[XorConfig]:
+    """The destroy experiment: every target and all together × {sign, flip p ∈ DEFAULT_PS}
+    × depths {2, 4} × seeds {0, 1, 2}, plus exact baselines (336 runs)."""
+    return grid_configs(base or XorConfig())
+
+
+def _chunks(configs: list[XorConfig], max_group: int) -> list[list[XorConfig]]:
+    groups: dict[tuple[Any, ...], list[XorConfig]] = {}
+    for c in configs:
+        groups.setdefault(c.group_key(), []).append(c)
+    out = []
+    for members in groups.values():
+        n = -(-len(members) // max_group)  # equal-sized chunks
+        size = -(-len(members) // n)
+        out += [members[k:k + size] for k in range(0, len(members), size)]
+    return out
+
+
+def run_grid(configs: Sequence[XorConfig], out_dir: str | Path, max_group: int = 256,
+             vectorised: bool = True, wandb: str | None = "disabled",
+             project: str = "gradsurrogate-xor", progress: bool | None = None,
+             device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+             on_chunk: Callable[[list[dict[str, Any]]], None] | None = None
+             ) -> list[dict[str, Any]]:
+    """Run ``configs`` not yet recorded in ``out_dir``; return the records of all ``configs``.
+
+    Vectorised: each chunk of up to ``max_group`` runs sharing a group key is one ensemble and
+    one W&B run (a table of its members); sequential: one :func:`run_xor` per config. Finished
+    chunks are appended atomically, so a killed grid resumes where it stopped.
+    ``progress=None`` shows a bar only on a TTY.
+    """
+    if max_group < 1:
+        raise ValueError(f"max_group must be a positive integer; got {max_group!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unique = list({c.run_id: c for c in configs}.values())
+    done = finished_ids(out_dir)
+    todo = [c for c in unique if c.run_id not in done]
+    chunks = _chunks(todo, max_group) if vectorised else [[c] for c in todo]
+    bar = tqdm(total=len(todo), desc="xor runs", unit="run",
+               disable=None if progress is None else not progress)
+    try:
+        for k, chunk in enumerate(chunks):
+            start = time.perf_counter()
+            pairs = run_ensemble(chunk, device, dtype) if vectorised \
+                else [run_xor(chunk[0], device, dtype)]
+            for record, _ in pairs:
+                record["group_size"] = len(chunk)
+            write_run(out_dir, pairs)
+            _log_chunk(wandb, project, out_dir, k, chunk, pairs, time.perf_counter() - start)
+            if on_chunk is not None:
+                on_chunk([r for r, _ in pairs])
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    wanted = {c.run_id for c in unique}
+    return [r for r in read_results(out_dir) if r["run_id"] in wanted]
+
+
+TABLE_COLUMNS = ["run_id", "spec", "depth", "seed", "lr", "final_test_acc", "final_test_loss",
+                 "diverged", "steps_to_90pct_bayes"]
+
+
+def _log_chunk(mode: str | None, project: str, out_dir: Path, k: int, chunk: list[XorConfig],
+               pairs: list[tuple[dict[str, Any], dict[str, Any]]], seconds: float) -> None:
+    """One W&B run per chunk with a table of its members (skipped when disabled)."""
+    if mode == "disabled":
+        return
+    c0 = chunk[0]
+    shared = {f.name: getattr(c0, f.name) for f in dataclasses.fields(c0)
+              if len({getattr(c, f.name) for c in chunk}) == 1}
+    tracker = Tracker(mode, project, {**shared, "n_runs": len(chunk)},
+                      name=f"{out_dir.name}-chunk{k}", group=out_dir.name, job_type="xor-grid")
+    rows = [[r["run_id"], r["config"]["spec"], r["config"]["depth"], r["config"]["seed"],
+             r["config"]["lr"], r["final_test_acc"], r["final_test_loss"], r["diverged"],
+             r["steps_to_90pct_bayes"]] for r, _ in pairs]
+    tracker.table("runs", TABLE_COLUMNS, rows)
+    accs = [r["final_test_acc"] for r, _ in pairs]
+    tracker.summary({"mean_final_test_acc": sum(accs) / len(accs), "seconds": seconds,
+                     "n_diverged": sum(bool(r["diverged"]) for r, _ in pairs)})
+    tracker.finish()
