@@ -1,0 +1,155 @@
+"""Online restoration: each linear layer's backward is a ``learned`` feedback matrix ``B``
+restored on the fly from directional probes of that layer's forward map.
+
+For a layer ``y = x Wᵀ + b`` the backward uses ``grad_input = grad_output @ B`` (mode
+``weight=Learned(surrogate.feedback)``) and never reads ``W``; ``grad_weight`` stays exact (it
+needs only ``x`` and ``grad_output``). After every optimizer step, :meth:`OnlineRestorer.step`
+probes each layer's *forward* at the latest inputs (jvp or finite differences of the black box
+``x ↦ layer(x)``) and takes a few optimizer steps on ``B`` with the restoration loss, so ``B``
+tracks the moving ``W``. Cotangents are Gaussian, or the real ``grad_output`` of the last
+backward (``cotangents="real"``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backward import BackwardSpec, Learned
+from ..layers import SurrogateLinear, convert
+from .losses import get_loss
+from .problems import jacobian_metrics
+from .sampling import check_dim_sample, sample_cotangents, sample_directions
+from .surrogates import Structured
+from .targets import directional_change
+from .trainer import NonFiniteLossError, equations
+
+__all__ = ["LayerRestorer", "OnlineRestorer"]
+
+
+class LayerRestorer:
+    """Restores ``B ≈ W`` (o, i) of one linear layer from probes of its forward map."""
+
+    def __init__(self, layer: SurrogateLinear, loss: str = "mse", dim_sample: int | None = None,
+                 directions: int | None = None, cotangents: int | None = None,
+                 points: int = 4, lr: float = 1e-2, steps: int = 1, target: str = "jvp",
+                 initial_messup: float = 1.0, generator: torch.Generator | None = None) -> None:
+        w = layer.weight
+        self.layer = layer
+        self.dim_sample = check_dim_sample(dim_sample or layer.in_features, layer.in_features)
+        self.k = directions or self.dim_sample
+        self.c = cotangents or layer.out_features
+        self.points, self.steps, self.target = points, steps, target
+        self.loss = get_loss(loss)
+        self.gen = generator or torch.Generator().manual_seed(0)
+        self.surrogate = Structured(layer.in_features, layer.out_features, initial_messup,
+                                    self.gen, w.dtype, w.device)
+        self.opt = torch.optim.Adam(self.surrogate.parameters(), lr=lr)
+        self.jvp_evals = 0
+        self.last_input: Tensor | None = None
+        self.last_grad: Tensor | None = None
+
+    def f(self, x: Tensor) -> Tensor:
+        """The black-box forward ``x (m, i) -> (m, o)`` (probes only; no gradient to ``W``)."""
+        bias = self.layer.bias.detach() if self.layer.bias is not None else None
+        return F.linear(x, self.layer.weight.detach(), bias)
+
+    def step(self, cotangents: str = "gaussian") -> float:
+        """``steps`` restoration updates at the last seen inputs; returns the mean loss."""
+        if self.last_input is None:
+            raise RuntimeError("LayerRestorer.step needs a forward pass first (no inputs seen)")
+        x = self.last_input.reshape(-1, self.last_input.shape[-1])
+        dtype, device = x.dtype, x.device
+        total = 0.0
+        for _ in range(self.steps):
+            rows = torch.randint(0, x.shape[0], (self.points,), generator=self.gen)
+            alpha = x[rows.to(device)]
+            n, i = alpha.shape
+            dalpha, _ = sample_directions(n, self.k, i, self.dim_sample, "gaussian", self.gen,
+                                          dtype, device)
+            df, _ = directional_change(self.f, alpha[:, None].expand(n, self.k, i).reshape(-1, i),
+                                       dalpha.reshape(-1, i), self.target)
+            self.jvp_evals += n * self.k
+            if cotangents == "real" and self.last_grad is not None:
+                g = self.last_grad.reshape(-1, self.last_grad.shape[-1])
+                pick = torch.randint(0, g.shape[0], (n, self.c), generator=self.gen)
+                u = g[pick.to(device)]
+            else:
+                u = sample_cotangents(n, self.c, df.shape[-1], "gaussian", self.gen, dtype, device)
+            pred, y = equations(self.surrogate, u, alpha[:, None], dalpha,
+                                df.reshape(n, self.k, -1))
+            loss = self.loss(pred, y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"online restoration loss is {loss.item()}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.item()
+        return total / self.steps
+
+    def metrics(self) -> dict[str, float]:
+        """Cosine / relative error / sign agreement of ``B`` vs the layer's current ``W``."""
+        return jacobian_metrics(self.surrogate.B[None], self.layer.weight[None])
+
+
+class OnlineRestorer:
+    """Convert every ``nn.Linear`` of ``model`` to a learned-feedback layer and restore them.
+
+    ``model`` is modified in place; ``restorers`` maps layer names to :class:`LayerRestorer`.
+    Inputs (and, for ``cotangents="real"``, output gradients) are captured by hooks.
+    """
+
+    def __init__(self, model: nn.Module, loss: str = "mse", dim_sample: float | int = 1.0,
+                 points: int = 4, lr: float = 1e-2, steps: int = 1, target: str = "jvp",
+                 cotangents: str = "gaussian", initial_messup: float = 1.0, seed: int = 0,
+                 warmup_steps: int = 0) -> None:
+        if cotangents not in ("gaussian", "real"):
+            raise ValueError(f"cotangents must be 'gaussian' or 'real'; got {cotangents!r}")
+        self.cotangents = cotangents
+        self.restorers: dict[str, LayerRestorer] = {}
+        gen = torch.Generator().manual_seed(seed)
+
+        def spec_for(name: str, module: nn.Module) -> BackwardSpec | None:
+            if not isinstance(module, nn.Linear):
+                return None
+            ds = dim_sample if isinstance(dim_sample, int) else max(
+                1, round(dim_sample * module.in_features))
+            layer_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,),
+                                                                        generator=gen)))
+            r = LayerRestorer(module, loss, ds, None, None, points, lr, steps, target,
+                              initial_messup, layer_gen)  # type: ignore[arg-type]
+            self.restorers[name] = r
+            return BackwardSpec(weight=Learned(r.surrogate.feedback))
+
+        convert(model, spec_for)
+        for name, module in model.named_modules():
+            if name in self.restorers:
+                self.restorers[name].layer = module  # the converted layer (shares W)
+                module.register_forward_hook(self._hook(self.restorers[name]))
+        self.warmup_steps = warmup_steps
+
+    def _hook(self, r: LayerRestorer):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            r.last_input = inputs[0].detach()
+            if self.cotangents == "real" and output.requires_grad:
+                output.register_hook(lambda g: setattr(r, "last_grad", g.detach()))
+        return hook
+
+    def step(self) -> dict[str, float]:
+        """One restoration round for every layer; returns the losses by layer name."""
+        return {name: r.step(self.cotangents) for name, r in self.restorers.items()}
+
+    def warmup(self, x: Tensor, model: nn.Module) -> None:
+        """Forward ``x`` once and run ``warmup_steps`` restoration rounds before training."""
+        with torch.no_grad():
+            model(x)
+        for _ in range(self.warmup_steps):
+            self.step()
+
+    @property
+    def jvp_evals(self) -> int:
+        return sum(r.jvp_evals for r in self.restorers.values())
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {name: r.metrics() for name, r in self.restorers.items()}

@@ -1,0 +1,230 @@
+"""Jacobian restoration: sampling, targets, trainer, least squares, learned backward bridge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gradsurrogate as gs
+from gradsurrogate.restore import (
+    NonFiniteLossError,
+    RestoreConfig,
+    directional_change,
+    equations,
+    least_squares_jacobian,
+    least_squares_restore,
+    least_squares_scalar,
+    linear_problem,
+    make_surrogate,
+    normalised_epochs,
+    restore,
+    sample_cotangents,
+    sample_directions,
+    surrogate_line_integral,
+    tanh_problem,
+)
+from gradsurrogate.restore.online import OnlineRestorer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny tensors: avoid thread-pool overhead on the shared 2-core machine
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_directions_live_in_one_random_subspace() -> None:
+    d, sub = sample_directions(3, 5, 10, 4, "gaussian", gen())
+    assert d.shape == (3, 5, 10) and sub.shape == (4,)
+    outside = torch.ones(10, dtype=torch.bool)
+    outside[sub] = False
+    assert torch.all(d[..., outside] == 0) and torch.all(d[..., sub] != 0)
+    r, _ = sample_directions(2, 3, 6, 6, "rademacher", gen())
+    assert set(r.unique().tolist()) == {-1.0, 1.0}
+    c, sub = sample_directions(2, 3, 6, 3, "coordinate", gen())
+    assert torch.equal(c.sum(-1), torch.ones(2, 3)) and set(c[0].argmax(-1).tolist()) == set(
+        sub.tolist())
+    d2, _ = sample_directions(3, 5, 10, 4, "gaussian", gen())
+    assert torch.equal(d, d2)  # same seed, same numbers
+
+
+def test_cotangents_and_epoch_normalisation() -> None:
+    u = sample_cotangents(2, 3, 3, "basis")
+    assert torch.equal(u[1], torch.eye(3))
+    assert sample_cotangents(2, 4, 3, "gaussian", gen(), torch.float64).dtype == torch.float64
+    assert normalised_epochs(8, 4, 2) == 16 and normalised_epochs(8, 4, 8, 0.5) == 2
+
+
+def test_bad_arguments_raise_clear_errors() -> None:
+    p = linear_problem(4, 3)
+    s = make_surrogate("structured", 4, 3)
+    with pytest.raises(ValueError, match=r"dim_sample=5 is out of range.*dim_in=4"):
+        restore(p, s, RestoreConfig(dim_sample=5), progress=False)
+    with pytest.raises(ValueError, match=r"dim_sample=0"):
+        sample_directions(1, 1, 4, 0)
+    with pytest.raises(ValueError, match=r"unknown loss 'l1'; accepted: mse"):
+        restore(p, s, RestoreConfig(dim_sample=2, loss="l1"), progress=False)
+    with pytest.raises(ValueError, match=r"unknown surrogate 'cnn'; accepted: structured, mlp"):
+        make_surrogate("cnn", 4, 3)
+    with pytest.raises(ValueError, match=r"unknown target 'adjoint'; accepted: jvp, fd"):
+        restore(p, s, RestoreConfig(dim_sample=2, target="adjoint"), progress=False)
+    with pytest.raises(ValueError, match=r"unknown direction distribution 'sobol'"):
+        sample_directions(1, 1, 4, 2, "sobol")
+
+
+def test_jvp_and_finite_differences_agree() -> None:
+    p = tanh_problem(6, 5, seed=1, dtype=torch.float64)
+    alpha = p.alpha(8, gen(2))
+    d = torch.randn(8, 6, generator=gen(3), dtype=torch.float64)
+    exact = torch.einsum("noi,ni->no", p.jacobian(alpha), d)
+    jvp, n_jvp = directional_change(p.f, alpha, d, "jvp")
+    central, n_c = directional_change(p.f, alpha, d, "fd", step=1e-4, scheme="central")
+    forward, _ = directional_change(p.f, alpha, d, "fd", step=1e-6, scheme="forward")
+    assert (n_jvp, n_c) == (8, 16)
+    torch.testing.assert_close(jvp, exact, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(central, jvp, rtol=0, atol=1e-7)
+    torch.testing.assert_close(forward, jvp, rtol=0, atol=1e-5)
+
+
+def test_line_integral_of_a_structured_surrogate_is_its_product() -> None:
+    s = make_surrogate("structured", 5, 3, generator=gen(4), dtype=torch.float64)
+    u = torch.randn(4, 2, 3, generator=gen(5), dtype=torch.float64)
+    a = torch.randn(4, 5, generator=gen(6), dtype=torch.float64)
+    d = torch.randn(4, 5, generator=gen(7), dtype=torch.float64)
+    integral = surrogate_line_integral(s, u, a, d)
+    torch.testing.assert_close(integral, torch.einsum("nco,oi,ni->nc", u, s.B, d))
+    # a point-dependent surrogate: compare with a fine Riemann sum of g(u, a + t d)·d
+    m = make_surrogate("mlp", 5, 3, generator=gen(8), dtype=torch.float64, width=8)
+    t = (torch.arange(2000, dtype=torch.float64) + 0.5) / 2000
+    pts = a[None] + t[:, None, None] * d[None]
+    riemann = (m(u[None], pts[:, :, None]) * d[None, :, None]).sum(-1).mean(0)
+    torch.testing.assert_close(surrogate_line_integral(m, u, a, d), riemann, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("target", ["jvp", "fd", "integral"])
+def test_structured_restoration_of_small_A(target: str) -> None:
+    p = linear_problem(6, 5, seed=0)
+    s = make_surrogate("structured", 6, 5, generator=gen(1))
+    cfg = RestoreConfig(dim_sample=3, loss="mse", target=target, epochs=1500, lr=2e-2,
+                        target_cosine=0.9995, seed=0)
+    res = restore(p, s, cfg, progress=False)
+    assert res.status == "target_reached" and res.final["cosine"] > 0.999
+    assert res.final["rel_error"] < 0.05
+    assert res.jvp_evals == res.history[-1]["jvp_evals"] == 3 * len(res.history)
+    assert res.history[0]["cosine"] < 0.9
+
+
+def test_cosine_loss_restores_direction_not_scale() -> None:
+    p = linear_problem(6, 5, seed=0)
+    s = make_surrogate("structured", 6, 5, initial_messup=3.0, generator=gen(1))
+    res = restore(p, s, RestoreConfig(dim_sample=6, loss="cosine", epochs=1500, lr=2e-2,
+                                      target_cosine=0.999), progress=False)
+    assert res.final["cosine"] >= 0.999 and res.final["rel_error"] > 0.3
+
+
+def test_runs_are_reproducible() -> None:
+    def run() -> list[float]:
+        p = linear_problem(5, 4, seed=2)
+        s = make_surrogate("mlp", 5, 4, generator=gen(3), width=8)
+        res = restore(p, s, RestoreConfig(dim_sample=2, loss="mixed", epochs=5), progress=False)
+        return [h["loss"] for h in res.history]
+
+    assert run() == run()
+
+
+def test_probe_budget_replays_stored_probes() -> None:
+    p = linear_problem(8, 8, seed=0)
+    s = make_surrogate("structured", 8, 8, generator=gen(1))
+    cfg = RestoreConfig(dim_sample=8, loss="mse", epochs=600, lr=2e-2, probe_budget=12,
+                        target_cosine=0.999)
+    res = restore(p, s, cfg, progress=False)
+    assert res.jvp_evals == 12 and res.status == "target_reached"
+
+
+def test_nonfinite_loss_raises_or_stops() -> None:
+    p = linear_problem(4, 4, seed=0)
+    cfg = dict(dim_sample=4, loss="mse", epochs=200, lr=1e30, optimizer="sgd")
+    with pytest.raises(NonFiniteLossError, match="non-finite restoration loss"):
+        restore(p, make_surrogate("structured", 4, 4), RestoreConfig(**cfg), progress=False)
+    res = restore(p, make_surrogate("structured", 4, 4),
+                  RestoreConfig(**cfg, on_nonfinite="stop"), progress=False)
+    assert res.status == "nonfinite" and len(res.history) < 200
+
+
+def test_least_squares_reaches_the_information_limit() -> None:
+    p = linear_problem(10, 7, seed=5, dtype=torch.float64)
+    _, m = least_squares_restore(p, probes=10, dim_sample=10, seed=1)
+    assert m["cosine"] > 1 - 1e-10 and m["rel_error"] < 1e-8
+    _, m9 = least_squares_restore(p, probes=9, dim_sample=10, seed=1)
+    assert m9["rel_error"] > 1e-3  # fewer than dim_in probes cannot pin A down
+    # random subspaces of 5 coordinates: 10 probes leave coordinates unseen, more cover them
+    assert least_squares_restore(p, probes=10, dim_sample=5, seed=1)[1]["rel_error"] > 1e-3
+    assert least_squares_restore(p, probes=40, dim_sample=5, seed=1)[1]["rel_error"] < 1e-8
+    # scalar equations with enough cotangents give the same matrix
+    g = gen(9)
+    A = p.jacobian(torch.zeros(1, 10, dtype=torch.float64))[0]
+    d = torch.randn(80, 10, generator=g, dtype=torch.float64)
+    u = torch.randn(80, 7, generator=g, dtype=torch.float64)
+    y = torch.einsum("eo,oi,ei->e", u, A, d)
+    torch.testing.assert_close(least_squares_scalar(u, d, y), A)
+    torch.testing.assert_close(least_squares_jacobian(d, d @ A.T), A)
+
+
+def test_learned_backward_after_restoration_matches_exact() -> None:
+    torch.manual_seed(0)
+    layer = gs.SurrogateLinear(6, 4, generator=0)
+    p = linear_problem(6, 4, matrix=layer.weight.detach())
+    s = make_surrogate("structured", 6, 4, generator=gen(1))
+    restore(p, s, RestoreConfig(dim_sample=6, epochs=1500, lr=2e-2, target_cosine=0.99999),
+            progress=False)
+    x = torch.randn(5, 6, generator=gen(2), requires_grad=True)
+    gy = torch.randn(5, 4, generator=gen(3))
+    (exact,) = torch.autograd.grad(layer(x), x, gy)
+    for spec in (gs.BackwardSpec(grad_input=gs.Learned(s)),
+                 gs.BackwardSpec(weight=gs.Learned(s.feedback)),
+                 gs.BackwardSpec(grad_input="learned").bind(s)):
+        layer.spec = spec
+        (learned,) = torch.autograd.grad(layer(x), x, gy)
+        cos = torch.nn.functional.cosine_similarity(learned.flatten(), exact.flatten(), dim=0)
+        assert cos > 0.9999
+        torch.testing.assert_close(learned, exact, atol=5e-3, rtol=0)
+    # an unrestored surrogate is far off: the test can fail
+    layer.spec = gs.BackwardSpec(grad_input=gs.Learned(make_surrogate("structured", 6, 4)))
+    (fresh,) = torch.autograd.grad(layer(x), x, gy)
+    assert not torch.allclose(fresh, exact, atol=5e-2)
+
+
+def test_online_restorer_tracks_layers_without_reading_W_in_backward() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    rest = OnlineRestorer(model, loss="mse", dim_sample=1.0, lr=5e-2, steps=1, seed=0)
+    assert set(rest.restorers) == {"0", "2"}
+    assert all(isinstance(m.spec.weight, gs.Learned) for m in (model[0], model[2]))
+    x = torch.randn(16, 3, generator=gen(1))
+    model(x)
+    before = rest.metrics()["2"]["cosine"]
+    for _ in range(300):
+        rest.step()
+    after = rest.metrics()
+    assert after["2"]["cosine"] > 0.999 and after["0"]["cosine"] > 0.999 > before
+    assert rest.jvp_evals == 300 * 4 * (3 + 8)
+
+
+def test_equations_hold_exactly_for_the_true_jacobian() -> None:
+    p = linear_problem(5, 3, seed=4, dtype=torch.float64)
+    s = make_surrogate("structured", 5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        s.B.copy_(p.jacobian(torch.zeros(1, 5, dtype=torch.float64))[0])
+    alpha = p.alpha(2, gen(1))
+    d, _ = sample_directions(2, 4, 5, 3, "gaussian", gen(2), torch.float64)
+    df, _ = directional_change(p.f, alpha.repeat_interleave(4, 0), d.reshape(-1, 5))
+    u = sample_cotangents(2, 6, 3, "rademacher", gen(3), torch.float64)
+    pred, y = equations(s, u, alpha[:, None], d, df.reshape(2, 4, 3))
+    assert pred.shape == y.shape == (2, 6, 4)
+    torch.testing.assert_close(pred, y)
