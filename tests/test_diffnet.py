@@ -219,3 +219,23 @@ def test_quick_experiment_smoke(tmp_path: pytest.TempPathFactory) -> None:
     assert res["train_loss"].shape == (6, 3)
     assert (res["train_loss"][-1] < 0.7 * res["train_loss"][0]).all()
     assert np.isfinite(res["mse"]).all() and res["mse"].shape == (3, 3)
+
+
+def test_training_resumes_from_checkpoint(tmp_path: pytest.TempPathFactory) -> None:
+    """An interrupted run resumed from its checkpoint ends exactly where an unbroken one does."""
+    from gradsurrogate.diffnet.experiment import ExperimentConfig, train_one
+
+    cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=4)
+    unbroken = train_one(cfg, "softplus")
+
+    def crash_in_epoch_3(metrics: dict) -> None:
+        if metrics["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_one(cfg, "softplus", log=crash_in_epoch_3, checkpoint=ckpt, checkpoint_every=2)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    resumed = train_one(cfg, "softplus", checkpoint=ckpt, checkpoint_every=2)
+    np.testing.assert_array_equal(resumed["mse"], unbroken["mse"])
+    np.testing.assert_array_equal(resumed["train_loss"], unbroken["train_loss"])

@@ -156,9 +156,17 @@ def evaluate(net: DifferentialMLP, test: dict[str, Tensor]) -> dict[str, np.ndar
 
 
 def train_one(
-    cfg: ExperimentConfig, activation: str, log: Callable[[dict], None] | None = None
+    cfg: ExperimentConfig,
+    activation: str,
+    log: Callable[[dict], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 25,
 ) -> dict[str, np.ndarray]:
     """Train the loss variants of ``cfg.losses`` for one activation; returns test results.
+
+    With ``checkpoint``, the training state (weights, optimisers, RNG, loss history) is
+    saved there atomically every ``checkpoint_every`` epochs and training resumes from it;
+    the file holds ``cfg`` and is ignored if the settings differ.
 
     Result keys: ``mse`` (E, 3), test predictions ``y``/``J``/``H`` (E, B, ...), the test
     inputs ``x`` and truths ``f_true``/``J_true``/``H_true``, per-epoch mean training loss
@@ -186,8 +194,18 @@ def train_one(
     n_batches = cfg.n_train // cfg.batch  # last partial batch dropped
     history = np.zeros((cfg.epochs, len(cfg.losses)))
     order = [loss for g in groups for loss in g]
+    start, ckpt = 0, Path(checkpoint) if checkpoint is not None else None
+    tag = (asdict(cfg), activation)
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state["tag"] == tag:
+            start, history = state["epoch"], state["history"]
+            gen.set_state(state["rng"])
+            for net, opt, (w, o) in zip(nets, opts, state["models"]):
+                net.load_state_dict(w)
+                opt.load_state_dict(o)
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc=f"{cfg.problem}/{activation}", disable=None)
+    bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.problem}/{activation}", disable=None)
     for epoch in bar:
         perm = torch.randperm(cfg.n_train, generator=gen)
         total = torch.zeros(len(order), dtype=torch.float64)
@@ -211,6 +229,11 @@ def train_one(
         if bar.disable and (epoch + 1) % 25 == 0:  # no TTY: a plain progress line
             print(f"{cfg.problem}/{activation} epoch {epoch + 1}: train loss {losses_txt} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
+        if ckpt is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+            state = {"tag": tag, "epoch": epoch + 1, "history": history, "rng": gen.get_state(),
+                     "models": [(n.state_dict(), o.state_dict()) for n, o in zip(nets, opts)]}
+            torch.save(state, ckpt.with_name(ckpt.name + ".tmp"))
+            os.replace(ckpt.with_name(ckpt.name + ".tmp"), ckpt)
         if log is not None:
             log({f"{activation}/{loss}/train": float(v)
                  for loss, v in zip(cfg.losses, history[epoch])} | {"epoch": epoch})
@@ -255,9 +278,11 @@ def run_experiment(
                 if str(stored["config"]) == settings:
                     results[activation] = dict(stored)
                     continue
-        res = train_one(cfg, activation, log)
+        ckpt = path.with_suffix(".ckpt.pt")
+        res = train_one(cfg, activation, log, checkpoint=ckpt)
         res["losses"] = np.array(cfg.losses)
         res["config"] = np.array(settings)
         _save_atomic(path, res)
+        ckpt.unlink(missing_ok=True)
         results[activation] = res
     return results
