@@ -37,7 +37,8 @@ def min_probes(problem, loss: str, dim: int, target: float, steps: int, seed: in
     """Smallest budget on the ladder (and the lr) reaching ``target`` with replay."""
     for budget in LADDER:
         for lr in LRS:
-            s = make_surrogate("structured", dim, dim, 1.0, torch.Generator().manual_seed(seed))
+            gen = torch.Generator().manual_seed(seed + 1)  # not the seed that drew A
+            s = make_surrogate("structured", dim, dim, 1.0, gen)
             cfg = RestoreConfig(dim_sample=dim, loss=loss, epochs=steps, lr=lr,
                                 probe_budget=budget, target_cosine=target, seed=seed)
             if restore(problem, s, cfg, progress=False).status == "target_reached":
@@ -48,7 +49,7 @@ def min_probes(problem, loss: str, dim: int, target: float, steps: int, seed: in
 def fresh(problem, loss: str, dim: int, dim_sample: int, target: float, epochs: int,
           seed: int) -> tuple[int | None, float, float]:
     """Fresh sampling: evaluations when ``target`` is reached, final cosine, s/epoch."""
-    s = make_surrogate("structured", dim, dim, 1.0, torch.Generator().manual_seed(seed))
+    s = make_surrogate("structured", dim, dim, 1.0, torch.Generator().manual_seed(seed + 1))
     cfg = RestoreConfig(dim_sample=dim_sample, loss=loss, epochs=epochs, lr=1e-2,
                         target_cosine=target, seed=seed)
     start = time.perf_counter()

@@ -12,6 +12,7 @@ the cosine between the ``grad_input`` used and the true one over training (and `
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -48,7 +49,7 @@ def make_mlp(depth: int, width: int, seed: int) -> nn.Sequential:
     g = torch.Generator().manual_seed(seed)
     layers: list[nn.Module] = []
     sizes = [2] + [width] * depth
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.GELU()]
     layers.append(nn.Linear(width, 2))
     for m in layers:
@@ -117,8 +118,9 @@ def summarise(results: list[dict]) -> str:
         accs = [r["final_test_acc"] for r in rs]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         layers = sorted(rs[0]["curve"][-1]["grad_input_cos"])
-        fin = ", ".join(f"{k}: {statistics.mean(r['curve'][-1]['grad_input_cos'][k] for r in rs):.3f}"
-                        for k in layers)
+        fin = ", ".join(
+            f"{k}: {statistics.mean(r['curve'][-1]['grad_input_cos'][k] for r in rs):.3f}"
+            for k in layers)
         avg = ", ".join(
             f"{k}: {statistics.mean(c['grad_input_cos'][k] for r in rs for c in r['curve']):.3f}"
             for k in layers)
