@@ -25,8 +25,8 @@ class XorConfig:
     """
 
     depth: int = 2
-    width: int = 32
-    steps: int = 1000
+    width: int = 16
+    steps: int = 600
     lr: float = 0.01
     optimizer: str = "adam"
     batch_size: int = 64

@@ -107,8 +107,7 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
               for c in configs]
     gens = [generator(c.noise_seed, "noise") for c in configs]
     model = EnsembleXorMLP(params, [c.backward_spec() for c in configs], gens)
-    lr = torch.tensor([c.lr for c in configs], dtype=dtype, device=device)
-    opt = EnsembleOptimizer(list(model.parameters()), lr, c0.optimizer)
+    opt = EnsembleOptimizer(list(model.parameters()), [c.lr for c in configs], c0.optimizer)
     order = _Batches(configs)
     hist: dict[str, list[Tensor]] = {k: [] for k in CURVE_KEYS}
     steps: list[int] = []

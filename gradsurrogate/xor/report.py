@@ -155,6 +155,13 @@ def _markdown(rows: list[dict[str, Any]], n_runs: int, figures: Path, out_dir: P
     return "\n".join(lines)
 
 
+def _label(row: dict[str, Any]) -> str:
+    """``exact`` or ``target mode[:p]``."""
+    if row["target"] == "exact":
+        return "exact"
+    return f"{row['target']} {row['mode']}" + ("" if row["p"] is None else f":{row['p']:g}")
+
+
 def _plt():
     import matplotlib
 
@@ -235,8 +242,7 @@ def plot_curves(rows: list[dict[str, Any]], curves: dict[str, Any], path: Path) 
             c = curves.get(r["run_ids"][0])
             if c is None:
                 continue
-            label = "exact" if r["target"] == "exact" else f"{r['target']} {r['config']['spec']}"
-            label = label if len(label) < 40 else f"{r['target']}={r['mode']}:{r['p']:g}"
+            label = _label(r)
             axes[0][j].plot(c["step"], [math.nan if v is None else v for v in c["test_loss"]],
                             lw=1, label=label)
             axes[1][j].plot(c["step"], c["test_acc"], lw=1, label=label)
@@ -277,8 +283,7 @@ def plot_boundaries(rows: list[dict[str, Any]], curves: dict[str, Any], path: Pa
                   BOUNDARY_LIM), cmap="coolwarm", vmin=0, vmax=1)
         ax.axhline(0, color="k", ls="--", lw=0.6)
         ax.axvline(0, color="k", ls="--", lw=0.6)
-        mode = r["mode"] if r["p"] is None else f"{r['mode']}:{r['p']:g}"
-        ax.set_title(f"d{r['config']['depth']} {r['target']}\n{mode} acc "
+        ax.set_title(f"d{r['config']['depth']} {_label(r)}\nacc "
                      f"{_fmt(r['accs'][0])}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
