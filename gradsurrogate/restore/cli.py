@@ -49,7 +49,11 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gradsurrogate restore", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
+
+    def a(flag: str, *rest: str, **kw: Any) -> None:  # also accept --dim_in (W&B's ${args})
+        alias = [flag.replace("-", "_").replace("__", "--", 1)] if "-" in flag[2:] else []
+        p.add_argument(flag, *alias, *rest, **kw)
+
     a("--problem", choices=list(PROBLEMS), default="linear", help="f(x) = A x or tanh(A x)")
     a("--dim-in", type=int, default=16)
     a("--dim-out", type=int, default=16)
