@@ -1,8 +1,8 @@
 """Optimizers over ensemble parameters (dim 0 = member) with a per-member learning rate.
 
 They follow ``torch.optim.Adam`` / ``torch.optim.SGD`` (no momentum, no weight decay) step for
-step, with one float ``lr`` per member, and leave frozen members (``active[e] = False``, e.g. diverged
-runs) untouched:
+step, with one float ``lr`` per member, and leave frozen members (``active[e] = False``, e.g.
+diverged runs) untouched:
 
 * Adam: ``m ← β₁m + (1-β₁)g``, ``v ← β₂v + (1-β₂)g²``,
   ``θ ← θ - lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε)``;

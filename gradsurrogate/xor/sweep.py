@@ -14,11 +14,11 @@ W&B); a random search draws ``count`` configs from a seeded generator. Parameter
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,12 @@ METHODS: tuple[str, ...] = ("grid", "random")
 
 def sweep_schema() -> dict[str, Any]:
     """W&B's sweep-config JSON schema, as shipped in the ``sweeps`` package (wandb[sweeps])."""
-    text = resources.files("sweeps").joinpath("config", "schema.json").read_text()
-    return json.loads(text)
+    spec = importlib.util.find_spec("sweeps")  # locate without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("W&B's sweep schema needs the 'sweeps' package: pip install "
+                         "'wandb[sweeps]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "config" / "schema.json"
+    return json.loads(path.read_text())
 
 
 def validate_sweep(config: Mapping[str, Any]) -> None:
@@ -92,7 +96,7 @@ def _distribution(name: str, spec: Mapping[str, Any]) -> str:
 
 def _quantise(x: float, q: float) -> float | int:
     y = round(x / q) * q
-    return round(y) if float(q).is_integer() else float(y)
+    return round(y) if float(q).is_integer() else round(float(y), 12)
 
 
 def sample_parameter(name: str, spec: Mapping[str, Any], rng: np.random.Generator) -> Any:

@@ -1,0 +1,147 @@
+"""XOR grids: composition of the default grid, atomic results, resume after a kill, report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradsurrogate.xor import XorConfig, default_grid, grid_configs, read_results, run_grid
+from gradsurrogate.xor.grid import _chunks, spec_for
+from gradsurrogate.xor.results import append_jsonl, finished_ids, read_jsonl
+
+TINY = dict(steps=12, eval_every=4, diag_every=6, n_train=64, n_test=64, batch_size=16, width=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_default_grid_is_the_destroy_experiment():
+    configs = default_grid()
+    assert len(configs) == 336  # (5 targets x (sign + 10 flip p) + exact) x 2 depths x 3 seeds
+    assert len({c.run_id for c in configs}) == 336
+    assert {c.depth for c in configs} == {2, 4} and {c.seed for c in configs} == {0, 1, 2}
+    specs = {c.spec for c in configs}
+    assert "exact" in specs and "grad_weight=sign" in specs and "grad_input=flip:0.45" in specs
+    assert ("grad_input=flip:0.45,grad_weight=flip:0.45,weight=flip:0.45,input=flip:0.45"
+            in specs)
+    assert all(c.data_seed == c.init_seed == c.noise_seed == c.seed for c in configs)
+    assert str(spec_for("all", "sign")) == \
+        "grad_input=sign,grad_weight=sign,weight=sign,input=sign"
+    with pytest.raises(ValueError, match="unknown grid target 'bias'; accepted: grad_input"):
+        spec_for("bias", "sign")
+    # All runs of one depth share a group key: one ensemble per depth.
+    assert len(_chunks(configs, 256)) == 2
+    assert [len(c) for c in _chunks(configs, 100)] == [84, 84, 84, 84]
+
+
+def test_grid_configs_hand_computed():
+    base = XorConfig(**TINY)
+    configs = grid_configs(base, ["weight"], ["flip", "sign"], [0.1, 0.5], [1], [0, 1],
+                           include_exact=False)
+    assert [(c.seed, c.spec) for c in configs] == [
+        (0, "weight=flip:0.1"), (0, "weight=flip:0.5"), (0, "weight=sign"),
+        (1, "weight=flip:0.1"), (1, "weight=flip:0.5"), (1, "weight=sign")]
+
+
+def test_atomic_appends_and_torn_lines_are_skipped(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, [{"run_id": "a", "x": float("nan")}, {"run_id": "b", "x": 1.5}])
+    with path.open("ab") as fh:  # a torn write, as a crash in mid-line would leave
+        fh.write(b'{"run_id": "c", "x"')
+    rows = list(read_jsonl(path))
+    assert rows == [{"run_id": "a", "x": None}, {"run_id": "b", "x": 1.5}]
+    assert finished_ids(tmp_path) == {"a", "b"}
+    for line in path.read_bytes().split(b"\n")[:2]:
+        json.loads(line)  # strict JSON (no NaN)
+
+
+def test_run_grid_resumes_and_skips_finished(tmp_path):
+    configs = grid_configs(XorConfig(**TINY), ["grad_input", "all"], ["flip", "sign"],
+                           [0.0, 0.45], [1, 2], [0])
+    calls = []
+
+    def stop_after_first(records):
+        calls.append(len(records))
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # killed between two chunks
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(configs, tmp_path, max_group=4, on_chunk=stop_after_first)
+    first = read_results(tmp_path)
+    assert 0 < len(first) < len(configs)
+    records = run_grid(configs, tmp_path, max_group=4)
+    lines = list(read_jsonl(tmp_path / "results.jsonl"))
+    assert len(records) == len(configs) == len(lines)  # nothing ran twice
+    again = run_grid(configs, tmp_path, max_group=4)
+    assert len(list(read_jsonl(tmp_path / "results.jsonl"))) == len(configs)
+    assert sorted(r["run_id"] for r in again) == sorted(c.run_id for c in configs)
+    curves = list(read_jsonl(tmp_path / "curves.jsonl"))
+    assert {c["run_id"] for c in curves} == {c.run_id for c in configs}
+    rec = records[0]
+    for key in ("config", "final_test_acc", "final_test_loss", "diverged", "bayes_acc",
+                "steps_to_90pct_bayes", "grad_diagnostics"):
+        assert key in rec
+    assert rec["config"]["spec"] == XorConfig.from_dict(rec["config"]).spec
+    assert XorConfig.from_dict(rec["config"]).run_id == rec["run_id"]
+
+
+def test_resume_after_sigkill(tmp_path):
+    out = tmp_path / "grid"
+    args = [sys.executable, "-m", "gradsurrogate.cli", "xor-grid", "--out", str(out),
+            "--steps", "300", "--width", "8", "--n-train", "64", "--n-test", "64",
+            "--batch-size", "16", "--eval-every", "50", "--diag-every", "0",
+            "--targets", "grad_input", "--modes", "flip", "--ps", "0.1,0.2,0.3,0.4",
+            "--depths", "1", "--seeds", "0,1,2", "--max-group", "1", "--no-report",
+            "--wandb", "disabled", "--threads", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not results.exists() or
+                                      len(results.read_bytes().splitlines()) < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list(read_jsonl(results))
+    assert 2 <= len(done) < 15, "the grid should have been killed part-way"
+    raw = results.read_bytes()
+    assert raw.endswith(b"\n")  # whole lines only
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    final = list(read_jsonl(results))
+    assert len(final) == 15 == len({r["run_id"] for r in final})
+    assert final[:len(done)] == done  # finished runs were kept, not redone
+
+
+def test_grid_cli_writes_report(tmp_path):
+    from gradsurrogate.xor.cli import grid_main
+
+    out = tmp_path / "g"
+    code = grid_main(["--out", str(out), "--steps=12", "--width=8", "--n-train=64",
+                      "--n-test=64", "--batch-size=16", "--eval-every=4", "--ps=0,0.5",
+                      "--depths=1,2", "--seeds=0,1", "--wandb=disabled"])
+    assert code == 0
+    report = (out / "report.md").read_text()
+    assert "## Depth 1" in report and "| grad_weight |" in report and "Exact baseline" in report
+    for name in ("acc_vs_p.png", "curves.png", "boundaries.png"):
+        assert (out / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+    assert len(read_results(out)) == 2 * 2 * (5 * 3 + 1)
+    assert grid_main(["--out", str(out), "--depths", "0", "--wandb", "disabled"]) == 2
+
+
+def test_report_on_empty_dir_is_a_clear_error(tmp_path):
+    from gradsurrogate.xor.cli import report_main
+
+    assert report_main([str(tmp_path)]) == 2
+    assert not Path(tmp_path / "report.md").exists()
