@@ -8,8 +8,13 @@ import yaml
 
 from gradsurrogate.xor.cli import parse_xor_args, run_main, sweep_main
 from gradsurrogate.xor.results import read_jsonl
-from gradsurrogate.xor.sweep import (expand_sweep, load_sweep, sample_parameter, to_argv,
-                                     validate_sweep)
+from gradsurrogate.xor.sweep import (
+    expand_sweep,
+    load_sweep,
+    sample_parameter,
+    to_argv,
+    validate_sweep,
+)
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("xor_*.yaml"))
 TINY = ["--steps", "8", "--width", "4", "--n-train", "32", "--n-test", "32", "--batch-size",
