@@ -144,11 +144,11 @@ def test_ensemble_members_are_independent_networks() -> None:
 
 def test_modes_dtype_device_and_init() -> None:
     net = DifferentialMLP(2, 1, width=16, depth=2)
-    assert net.resolve_modes(False) == "reverse" and net.resolve_modes(True) == "reverse"
+    assert net.resolve_mode(False) == "reverse" and net.resolve_mode(True) == "reverse"
     wide = DifferentialMLP(1, 4)
-    assert wide.resolve_modes(False) == "forward" and wide.resolve_modes(True) == "forward"
-    assert DifferentialMLP(16, 16).resolve_modes(True) == "forward"
-    assert DifferentialMLP(16, 15).resolve_modes(True) == "reverse"
+    assert wide.resolve_mode(False) == "forward" and wide.resolve_mode(True) == "forward"
+    assert DifferentialMLP(16, 16).resolve_mode(True) == "forward"
+    assert DifferentialMLP(16, 15).resolve_mode(True) == "reverse"
     x = torch.randn(4, 2)
     y, jac, hes = net(x, hessian=True)
     assert y.dtype == jac.dtype == hes.dtype == torch.float32

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                         pass
     from gradsurrogate.diffnet.report import write_report
 
-    command = "gradsurrogate diffnet " + shlex.join(argv if argv is not None else [])
+    command = "gradsurrogate diffnet " + shlex.join(sys.argv[1:] if argv is None else argv)
     table = write_report(out, problems, figures=not args.no_figures, command=command.strip())
     print(table)
     return 0

@@ -145,7 +145,7 @@ class DifferentialMLP(nn.Module):
             f"ensemble={self.ensemble}, mode={self.mode}, hessian_mode={self.hessian_mode}"
         )
 
-    def resolve_modes(self, hessian: bool, mode: str | None = None) -> str:
+    def resolve_mode(self, hessian: bool, mode: str | None = None) -> str:
         """The scheme a call would use: for J if not ``hessian``, else for H."""
         n, m = self.n_in, self.n_out
         if hessian:
@@ -218,7 +218,7 @@ class DifferentialMLP(nn.Module):
         ``hessian``, H's with it; see the module docstring).
         """
         x_flat, lead = self._flatten(x)
-        chosen = self.resolve_modes(hessian, mode)
+        chosen = self.resolve_mode(hessian, mode)
         n, m = self.n_in, self.n_out
         if not hessian:
             run = self._jac_forward if chosen == "forward" else self._jac_reverse
