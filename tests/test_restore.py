@@ -228,3 +228,23 @@ def test_equations_hold_exactly_for_the_true_jacobian() -> None:
     pred, y = equations(s, u, alpha[:, None], d, df.reshape(2, 4, 3))
     assert pred.shape == y.shape == (2, 6, 4)
     torch.testing.assert_close(pred, y)
+
+
+def test_loglinexp_units_are_signed_monomials_for_integer_exponents() -> None:
+    s = make_surrogate("loglinexp", 2, 3, dtype=torch.float64, width=2, eps=0.0)
+    with torch.no_grad():
+        s.W.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]], dtype=torch.float64))
+        s.R.copy_(torch.eye(2, dtype=torch.float64))
+    u = torch.tensor([[-2.0, 3.0, -0.5]], dtype=torch.float64)
+    out = s(u, torch.zeros(1, 2, dtype=torch.float64))
+    torch.testing.assert_close(out, torch.tensor([[-2.0, 9.0 * -0.5]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("name", "lr", "opts"), [("loglinexp", 2e-2, {}),
+                                                  ("mlp", 5e-3, {"width": 32})])
+def test_free_form_surrogates_learn(name: str, lr: float, opts: dict) -> None:
+    p = linear_problem(6, 4, seed=0)
+    s = make_surrogate(name, 6, 4, generator=gen(1), **opts)
+    res = restore(p, s, RestoreConfig(dim_sample=6, epochs=1500, lr=lr, points=4,
+                                      target_cosine=0.95), progress=False)
+    assert res.history[0]["cosine"] < 0.2 and res.status == "target_reached"

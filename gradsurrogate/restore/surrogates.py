@@ -63,7 +63,8 @@ class Surrogate(nn.Module):
         """Restored Jacobian ``(n, i) -> (n, o, i)``: ``J[n, r] = g(e_r, α_n)``."""
         p = next(self.parameters())
         eye = torch.eye(self.dim_out, dtype=p.dtype, device=p.device)
-        return self(eye[None], alpha[:, None, :])
+        out = self(eye[None], alpha[:, None, :])
+        return out.expand(alpha.shape[0], self.dim_out, self.dim_in)
 
 
 class Structured(Surrogate):
