@@ -248,3 +248,16 @@ def test_free_form_surrogates_learn(name: str, lr: float, opts: dict) -> None:
     res = restore(p, s, RestoreConfig(dim_sample=6, epochs=1500, lr=lr, points=4,
                                       target_cosine=0.95), progress=False)
     assert res.history[0]["cosine"] < 0.2 and res.status == "target_reached"
+
+
+def test_cotangents_from_a_recorded_stream() -> None:
+    p = linear_problem(5, 4, seed=0)
+    recorded = torch.randn(50, 4, generator=gen(5))  # e.g. output gradients of a training run
+
+    def source(n: int, c: int, g: torch.Generator) -> torch.Tensor:
+        return recorded[torch.randint(0, 50, (n, c), generator=g)]
+
+    s = make_surrogate("structured", 5, 4, generator=gen(1))
+    res = restore(p, s, RestoreConfig(dim_sample=5, epochs=1500, lr=2e-2, target_cosine=0.999),
+                  progress=False, cotangent_source=source)
+    assert res.status == "target_reached"

@@ -163,9 +163,14 @@ def _draw_probes(problem: Problem, cfg: RestoreConfig, gen: torch.Generator, dty
 
 
 def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress: bool = True,
-            callback: Callable[[dict[str, Any]], None] | None = None) -> RestoreResult:
+            callback: Callable[[dict[str, Any]], None] | None = None,
+            cotangent_source: Callable[[int, int, torch.Generator], Tensor] | None = None
+            ) -> RestoreResult:
     """Train ``surrogate`` on ``problem`` for ``cfg.epochs`` epochs (``steps_per_epoch``
     minibatches each); metrics vs the true Jacobian (when known) after every epoch.
+
+    ``cotangent_source(n, c, generator) -> (n, c, o)`` replaces the random cotangents (e.g.
+    real output gradients recorded from a training run); ``callback(record)`` sees each epoch.
 
     ``jvp_evals`` counts directional evaluations (probes) of ``f``; ``f_evals`` counts rows
     evaluated (2 per probe for fd/integral). A non-finite loss raises
@@ -208,8 +213,11 @@ def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress
                 f_evals += rows
             else:
                 alpha, dalpha, df = bank.groups(cfg.points, k, gen)
-            u = sample_cotangents(alpha.shape[0], c, problem.dim_out, cfg.cotangent_dist, gen,
-                                  dtype, device)
+            if cotangent_source is not None:
+                u = cotangent_source(alpha.shape[0], c, gen).to(device=device, dtype=dtype)
+            else:
+                u = sample_cotangents(alpha.shape[0], c, problem.dim_out, cfg.cotangent_dist,
+                                      gen, dtype, device)
             pred, y = equations(surrogate, u, alpha, dalpha, df, cfg.target, integral_opts)
             loss = loss_fn(pred, y)
             if not torch.isfinite(loss):
