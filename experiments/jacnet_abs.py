@@ -1,0 +1,11 @@
+"""JacNet experiment 'abs' (defaults = the paper's setting); thin wrapper over
+`gradsurrogate.jacnet.cli`. Example: `python experiments/jacnet_abs.py --method dopri5`."""
+
+from __future__ import annotations
+
+import sys
+
+from gradsurrogate.jacnet.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["abs", *sys.argv[1:]]))
