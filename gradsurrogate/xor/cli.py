@@ -77,8 +77,9 @@ def add_common_flags(parser: argparse.ArgumentParser, out_default: str) -> None:
                         help="W&B mode (default: offline unless an API key is configured)")
     parser.add_argument("--wandb-project", "--wandb_project", dest="wandb_project",
                         default="gradsurrogate-xor")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: leave torch's default)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: the batched ops are small and extra "
+                             "threads oversubscribe shared CPUs; 0: torch's default)")
 
 
 def spec_from_args(args: argparse.Namespace) -> BackwardSpec:

@@ -39,7 +39,7 @@ class XorConfig:
     init_seed: int | None = None
     noise_seed: int | None = None
     spec: str = "exact"
-    eval_every: int = 10
+    eval_every: int = 25
     diag_every: int = 100
 
     def __post_init__(self) -> None:

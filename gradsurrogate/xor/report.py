@@ -76,6 +76,8 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                      "acc_mean": acc_mean, "acc_std": acc_std,
                      "accs": [r["final_test_acc"] for r in rs],
                      "loss_mean": _stats([r["final_test_loss"] for r in rs])[0],
+                     "best_mean": _stats([r.get("best_test_acc") for r in rs])[0],
+                     "rise_mean": _stats([r.get("max_test_loss_rise") for r in rs])[0],
                      "diverged": sum(bool(r["diverged"]) for r in rs),
                      "reach_median": statistics.median(reach) if reach else None,
                      "reached": len(reach), "cos_w0": _stats(cos)[0] if cos else None,
@@ -137,15 +139,18 @@ def _markdown(rows: list[dict[str, Any]], n_runs: int, figures: Path, out_dir: P
     lines += ["## All configurations", "",
               "`reach` = median step at which test accuracy first reached 90% of the Bayes "
               "accuracy (runs that reached it); `cos W0` = mean cosine between the used and the "
-              "true grad_weight of the first layer; `div` = diverged runs.", ""]
-    head = ["depth", "target", "mode", "p", *varying, "n", "test acc", "test loss", "div",
-            "reach", "cos W0"]
+              "true grad_weight of the first layer; `div` = diverged runs; `best` = mean best "
+              "test accuracy during training; `rise` = mean largest rise of the test loss above "
+              "its running minimum (instability).", ""]
+    head = ["depth", "target", "mode", "p", *varying, "n", "test acc", "best", "test loss",
+            "rise", "div", "reach", "cos W0"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["config"]["depth"], r["target"], r["mode"], _fmt(r["p"], 2),
                  *[r["config"].get(k) for k in varying], r["n"],
-                 f"{_fmt(r['acc_mean'])} ± {_fmt(r['acc_std'])}", _fmt(r["loss_mean"]),
-                 r["diverged"], "–" if r["reach_median"] is None
+                 f"{_fmt(r['acc_mean'])} ± {_fmt(r['acc_std'])}", _fmt(r["best_mean"]),
+                 _fmt(r["loss_mean"]), _fmt(r["rise_mean"]), r["diverged"],
+                 "–" if r["reach_median"] is None
                  else f"{r['reach_median']:g} ({r['reached']}/{r['n']})", _fmt(r["cos_w0"])]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     rel = figures.relative_to(out_dir) if figures.is_relative_to(out_dir) else figures
@@ -202,7 +207,7 @@ def plot_acc_vs_p(rows: list[dict[str, Any]], path: Path) -> None:
                             color=col, marker="o", ms=3, capsize=2, label=mode)
                 for r in pts:
                     ax.scatter([r["p"]] * len(r["accs"]), r["accs"], color=col, s=4, alpha=0.4)
-            ax0.set_ylim(0.3, 1.0)
+            ax0.set_ylim(0.0, 1.0)
             if i == 0:
                 ax.set_title(target, fontsize=9)
             if i == len(depths) - 1:

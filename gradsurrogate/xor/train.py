@@ -24,7 +24,7 @@ from .config import XorConfig
 from .data import XorData, bayes_accuracy, generator, make_xor_split
 from .model import XorMLP, init_params
 
-__all__ = ["BOUNDARY_LIM", "BOUNDARY_N", "build_record", "evaluate", "run_xor"]
+__all__ = ["BOUNDARY_LIM", "BOUNDARY_N", "build_record", "evaluate", "max_rise", "run_xor"]
 
 #: The decision function is stored on a BOUNDARY_N² grid over [-BOUNDARY_LIM, BOUNDARY_LIM]².
 BOUNDARY_LIM, BOUNDARY_N = 2.5, 25
@@ -93,6 +93,20 @@ def diag_step(rec: GradientRecorder, step: int, member: int | None = None) -> di
     return row
 
 
+def max_rise(losses: list[float | None]) -> float | None:
+    """Largest rise of a curve above its running minimum, ``max_t (L_t - min_{s<=t} L_s)``
+    (0 for a monotone decrease; ``None`` if no finite point): a measure of instability."""
+    best, rise = math.inf, 0.0
+    seen = False
+    for v in losses:
+        if v is None:
+            continue
+        seen = True
+        best = min(best, v)
+        rise = max(rise, v - best)
+    return rise if seen else None
+
+
 def build_record(config: XorConfig, curves: dict[str, Any], diverged_step: int | None,
                  seconds: float, vectorised: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """The results line and the curves line of one finished run."""
@@ -111,6 +125,8 @@ def build_record(config: XorConfig, curves: dict[str, Any], diverged_step: int |
         "diverged_step": diverged_step,
         "steps_done": curves["step"][-1],
         "steps_to_90pct_bayes": reached[0] if reached else None,
+        "best_test_acc": max(curves["test_acc"]),
+        "max_test_loss_rise": max_rise(curves["test_loss"]),
         "grad_diagnostics": diag_means(curves["diag"]),
         "seconds": seconds,
         "vectorised": vectorised,
