@@ -162,3 +162,32 @@ def test_error_messages() -> None:
         JacNet(1, 1).path_gap(torch.zeros(2, 1))
     with pytest.raises(ValueError, match=r"y must have shape \(n, 2\)"):
         JacNet(2, 2, structure="invertible").inverse(torch.zeros(2, 1))
+
+
+def test_exp_experiment_quick() -> None:
+    from gradsurrogate.jacnet.exp1d import Config1D, run_1d
+
+    r = run_1d(Config1D(target="exp", seed=2, grid=401))
+    s, b = r["structured"], r["baseline"]
+    assert s["test_mae"] < 0.2 and s["test_mae"] < b["test_mae"]
+    assert s["min_slope"] > 0 and s["min_J"] >= 1e-4 * (1 - 1e-6)  # monotone on [-2, 2]
+    assert s["inverse_mae"] < 0.3 and s["round_trip_max"] < 0.05
+    assert s["history"][-1]["loss"] < s["history"][0]["loss"] / 5
+
+
+def test_abs_experiment_quick() -> None:
+    from gradsurrogate.jacnet.exp1d import Config1D, run_1d
+
+    r = run_1d(Config1D(target="abs", seed=2, grid=401))
+    s, b = r["structured"], r["baseline"]
+    assert s["test_mae"] < 0.15 and s["test_mae"] < b["test_mae"] / 3
+    assert s["max_abs_slope"] <= 1 + 1e-6 and s["max_abs_J"] <= 1.0
+    assert b["max_abs_slope"] > 2  # the unconstrained fit extrapolates steeply
+
+
+def test_cli_rejects_unknown_experiment(capsys: pytest.CaptureFixture[str]) -> None:
+    from gradsurrogate.jacnet.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["sinh"])
+    assert "invalid choice: 'sinh'" in capsys.readouterr().err
