@@ -256,8 +256,12 @@ def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def result_path(out_dir: Path, problem: str, activation: str) -> Path:
-    return Path(out_dir) / f"{problem}_{activation}.npz"
+def result_path(
+    out_dir: str | Path, problem: str, activation: str, losses: tuple[str, ...] = LOSSES
+) -> Path:
+    """``<problem>_<activation>.npz``; a subset of the losses adds ``__<loss>-<loss>``."""
+    tag = "" if tuple(losses) == LOSSES else "__" + "-".join(losses)
+    return Path(out_dir) / f"{problem}_{activation}{tag}.npz"
 
 
 def run_experiment(
@@ -272,7 +276,7 @@ def run_experiment(
     settings = "\n".join(f"{k} = {v!r}" for k, v in asdict(cfg).items() if k != "activations")
     results = {}
     for activation in cfg.activations:
-        path = result_path(out, cfg.problem, activation)
+        path = result_path(out, cfg.problem, activation, cfg.losses)
         if path.exists():
             with np.load(path) as stored:
                 if str(stored["config"]) == settings:

@@ -12,7 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gradsurrogate.diffnet.experiment import PROBLEMS, result_path
+from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, result_path
+
+_PER_MEMBER = ("mse", "y", "J", "H")  # stored with a leading member axis
 
 __all__ = ["REFERENCE", "format_table", "load_results", "plot_problem", "write_report"]
 
@@ -46,13 +48,25 @@ for (_problem, _loss), _row in _REF_ROWS.items():
 
 
 def load_results(out_dir: str | Path, problem: str) -> dict[str, dict[str, np.ndarray]]:
-    """activation -> stored result arrays, for every stored result of ``problem``."""
-    results = {}
+    """activation -> stored result arrays of ``problem``; results stored per loss subset
+    (runs split with ``--losses``) are merged, members in :data:`LOSSES` order."""
+    parts: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for path in sorted(Path(out_dir).glob(f"{problem}_*.npz")):
-        activation = path.stem[len(problem) + 1 :]
-        if result_path(out_dir, problem, activation) == path:
-            with np.load(path) as stored:
-                results[activation] = dict(stored)
+        activation = path.stem[len(problem) + 1 :].split("__")[0]
+        with np.load(path) as stored:
+            res = dict(stored)
+        if result_path(out_dir, problem, activation, tuple(map(str, res["losses"]))) != path:
+            continue
+        for e, loss in enumerate(map(str, res["losses"])):
+            member = {k: v[e] for k, v in res.items() if k in _PER_MEMBER}
+            member.update({k: v for k, v in res.items() if k not in _PER_MEMBER})
+            parts.setdefault(activation, {})[loss] = member
+    results = {}
+    for activation, by_loss in parts.items():
+        losses = [loss for loss in LOSSES if loss in by_loss]
+        merged = {k: np.stack([by_loss[loss][k] for loss in losses]) for k in _PER_MEMBER}
+        shared = {k: v for k, v in by_loss[losses[0]].items() if k not in _PER_MEMBER}
+        results[activation] = {**shared, **merged, "losses": np.array(losses)}
     return results
 
 
