@@ -45,11 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--structure", choices=["invertible", "orientation"], default="invertible")
     p.add_argument("--train-steps", type=int, default=200, help="pre-training before timing")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = JacNet(1, 1, 64, 1, "invertible", activation=args.activation,
+    model = JacNet(1, 1, 64, 1, args.structure, activation=args.activation,
                    x0=torch.zeros(1), y0=torch.ones(1))
     # a partly trained model, as mid-training
     x = torch.linspace(-2, 2, args.points)[:, None]
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         opt.step()
 
-    ref64 = JacNet(1, 1, 64, 1, "invertible", activation=args.activation)
+    ref64 = JacNet(1, 1, 64, 1, args.structure, activation=args.activation)
     ref64.load_state_dict(model.state_dict())
     ref64 = ref64.double()
     with torch.no_grad():
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     inv_rows = [(c[0], r.n_evals, (r.value - x_inv).abs().max().item(), t)
                 for c, r, t in zip(inv_cases, results, inv_times)]
 
-    print(f"JacNet(1, 1, 64, invertible, {args.activation}), {args.points} points, "
+    print(f"JacNet(1, 1, 64, {args.structure}, {args.activation}), {args.points} points, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
     print("| method | Jacobian evals per point | max abs error | time min / median (ms) | "

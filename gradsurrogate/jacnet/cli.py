@@ -12,6 +12,8 @@ import os
 import statistics
 from typing import Any
 
+from tqdm import tqdm
+
 from .exp1d import Config1D, run_1d, summary_rows
 from .figures import figure_1d, figure_2d
 from .plane import Config2D, run_2d
@@ -60,7 +62,7 @@ def run_1d_cli(target: str, args: argparse.Namespace) -> str:
     if args.figure_seed not in seeds:
         seeds.append(args.figure_seed)
     results = []
-    for seed in seeds:
+    for seed in tqdm(seeds, desc=target, disable=None):
         cfg = Config1D(target=target, seed=seed, method=args.method, dtype=args.dtype,
                        steps=args.steps, lr=args.lr, hidden=args.hidden,
                        activation=args.activation)
@@ -70,10 +72,12 @@ def run_1d_cli(target: str, args: argparse.Namespace) -> str:
                [{k: v for k, v in r.items() if k not in ("grid", "target")} for r in results])
     fig = figure_1d(results[seeds.index(args.figure_seed)],
                     os.path.join(args.out, f"jacnet_{target}.png"))
-    extra = ""
+    per_seed = {role: [round(r[role]["test_mae"], 3) for r in table_seeds]
+                for role in ("structured", "baseline")}
+    extra = f"\ntest MAE per seed: {per_seed}"
     s = [r["structured"] for r in table_seeds if "inverse_mae" in r["structured"]]
     if s:
-        extra = (f"\nlearned inverse vs log: mean |x̂(y) - log y| = "
+        extra += (f"\nlearned inverse vs log: mean |x̂(y) - log y| = "
                  f"{_fmt([r['inverse_mae'] for r in s])}; round trip max "
                  f"{_fmt([r['round_trip_max'] for r in s])}")
     return (f"### {target} ({args.method}, seeds 0..{args.seeds - 1})\n\n"
