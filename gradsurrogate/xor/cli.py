@@ -158,7 +158,7 @@ def run_main(argv: Sequence[str]) -> int:
 
     tracker = Tracker(args.wandb, args.wandb_project, config.to_dict(), name=config.run_id,
                       job_type="xor")
-    record, curves = run_xor(config)
+    record, curves = run_xor(config, progress=None)
     write_run(args.out, [(record, curves)])
     for k, step in enumerate(curves["step"]):
         tracker.log({key: curves[key][k] for key in

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..diagnostics import record_gradients
 from .config import XorConfig
@@ -89,8 +90,12 @@ def _gather(data: XorData, index: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Train ``configs`` (same group key) as one ensemble; ``(record, curves)`` per config."""
+                 dtype: torch.dtype | None = None, progress: bool | None = None
+                 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Train ``configs`` (same group key) as one ensemble; ``(record, curves)`` per config.
+
+    ``progress=None`` shows a step bar only on a TTY.
+    """
     if not configs:
         return []
     keys = {c.group_key() for c in configs}
@@ -123,7 +128,9 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
         steps.append(step)
 
     log_eval(0)
-    for step in range(c0.steps):
+    bar = tqdm(range(c0.steps), desc=f"ensemble of {e}", unit="step", leave=False,
+               disable=None if progress is None else not progress)
+    for step in bar:
         xb, yb = _gather(train, order.next())
         diag = c0.diag_every > 0 and step % c0.diag_every == 0
         if diag:
@@ -149,6 +156,7 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
                     diags[m].append(diag_step(rec, step, m))
         if (step + 1) % c0.eval_every == 0 or step + 1 == c0.steps:
             log_eval(step + 1)
+    bar.close()
     with torch.no_grad():
         final = [evaluate(model(d.x), d.y) for d in (train, test)]
         p1 = torch.softmax(model(boundary_grid(dtype, device)), -1)[..., 1]

@@ -113,7 +113,7 @@ def run_grid(configs: Sequence[XorConfig], out_dir: str | Path, max_group: int =
     try:
         for k, chunk in enumerate(chunks):
             start = time.perf_counter()
-            pairs = run_ensemble(chunk, device, dtype) if vectorised \
+            pairs = run_ensemble(chunk, device, dtype, progress) if vectorised \
                 else [run_xor(chunk[0], device, dtype)]
             for record, _ in pairs:
                 record["group_size"] = len(chunk)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..diagnostics import GradientRecorder, record_gradients
 from .config import XorConfig
@@ -135,8 +136,12 @@ def build_record(config: XorConfig, curves: dict[str, Any], diverged_step: int |
 
 
 def run_xor(config: XorConfig, device: torch.device | str | None = None,
-            dtype: torch.dtype | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train one run sequentially; returns ``(record, curves)`` (see the module docstring)."""
+            dtype: torch.dtype | None = None, progress: bool | None = False
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train one run sequentially; returns ``(record, curves)`` (see the module docstring).
+
+    ``progress``: a step bar (``None``: only on a TTY; off by default, for grids).
+    """
     start = time.perf_counter()
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device or "cpu")
@@ -164,7 +169,9 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
 
     log_eval(0)
     diverged_step = None
-    for step in range(config.steps):
+    bar = tqdm(range(config.steps), desc=config.spec, unit="step", leave=False,
+               disable=None if progress is None else not progress)
+    for step in bar:
         xb, yb = _batch(train, next(order))
         diag = config.diag_every > 0 and step % config.diag_every == 0
         if diag:
@@ -182,6 +189,7 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
             curves["diag"].append(diag_step(rec, step))
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             log_eval(step + 1)
+    bar.close()
     if diverged_step is not None and curves["step"][-1] != diverged_step:
         log_eval(diverged_step)
     with torch.no_grad():
