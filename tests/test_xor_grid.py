@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gradsurrogate.xor import XorConfig, default_grid, grid_configs, read_results, run_grid
-from gradsurrogate.xor.grid import _chunks, spec_for
+from gradsurrogate.xor.grid import chunk_configs, spec_for
 from gradsurrogate.xor.results import append_jsonl, finished_ids, read_jsonl
 
 TINY = dict(steps=12, eval_every=4, diag_every=6, n_train=64, n_test=64, batch_size=16, width=8)
@@ -41,8 +41,8 @@ def test_default_grid_is_the_destroy_experiment():
     with pytest.raises(ValueError, match="unknown grid target 'bias'; accepted: grad_input"):
         spec_for("bias", "sign")
     # All runs of one depth share a group key: one ensemble per depth.
-    assert len(_chunks(configs, 256)) == 2
-    assert [len(c) for c in _chunks(configs, 100)] == [84, 84, 84, 84]
+    assert len(chunk_configs(configs, 256)) == 2
+    assert [len(c) for c in chunk_configs(configs, 100)] == [84, 84, 84, 84]
 
 
 def test_grid_configs_hand_computed():

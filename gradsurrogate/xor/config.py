@@ -61,9 +61,9 @@ class XorConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; accepted: "
                              f"{', '.join(OPTIMIZERS)}")
-        from .data import _check
+        from .data import check_data_params
 
-        _check(self.sigma, self.label_noise)
+        check_data_params(self.sigma, self.label_noise)
         spec = self.backward_spec()
         for target, mode in spec.modes().items():
             if isinstance(mode, Learned):

@@ -44,13 +44,13 @@ def generator(seed: int, stream: str) -> torch.Generator:
 
 def bayes_accuracy(sigma: float, label_noise: float = 0.0) -> float:
     """Accuracy of the optimal rule ``[x₁ x₂ < 0]``: ``(1-η)a + η(1-a)``, ``a = q² + (1-q)²``."""
-    _check(sigma, label_noise)
+    check_data_params(sigma, label_noise)
     q = 0.5 * (1.0 + math.erf(1.0 / (sigma * math.sqrt(2.0))))  # Φ(1/σ)
     a = q * q + (1.0 - q) * (1.0 - q)
     return (1.0 - label_noise) * a + label_noise * (1.0 - a)
 
 
-def _check(sigma: float, label_noise: float) -> None:
+def check_data_params(sigma: float, label_noise: float) -> None:
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive number; got {sigma!r}")
     if not (isinstance(label_noise, (int, float)) and 0.0 <= label_noise < 0.5):
@@ -73,7 +73,7 @@ def make_xor(n: int, sigma: float, label_noise: float, gen: torch.Generator,
              dtype: torch.dtype | None = None, device: torch.device | str | None = None
              ) -> XorData:
     """Draw ``n`` points from ``gen`` (on CPU, so every device gets the same numbers)."""
-    _check(sigma, label_noise)
+    check_data_params(sigma, label_noise)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"number of points must be a positive integer; got {n!r}")
     dtype = dtype or torch.get_default_dtype()

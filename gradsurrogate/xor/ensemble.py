@@ -29,8 +29,8 @@ from .model import EnsembleXorMLP, init_params
 from .optim import EnsembleOptimizer
 from .train import (
     CURVE_KEYS,
-    _boundary_list,
     boundary_grid,
+    boundary_list,
     build_record,
     diag_step,
     evaluate,
@@ -177,6 +177,6 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
         if stop is not None and curves["step"][-1] != stop:
             curves["step"].append(stop)
         curves["diag"] = diags[m]
-        curves["boundary"] = _boundary_list(p1[m])
+        curves["boundary"] = boundary_list(p1[m])
         out.append(build_record(c, curves, stop, seconds, True))
     return out

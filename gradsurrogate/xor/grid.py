@@ -75,7 +75,7 @@ def default_grid(base: XorConfig | None = None) -> list[XorConfig]:
     return grid_configs(base or XorConfig())
 
 
-def _chunks(configs: list[XorConfig], max_group: int) -> list[list[XorConfig]]:
+def chunk_configs(configs: list[XorConfig], max_group: int) -> list[list[XorConfig]]:
     groups: dict[tuple[Any, ...], list[XorConfig]] = {}
     for c in configs:
         groups.setdefault(c.group_key(), []).append(c)
@@ -107,7 +107,7 @@ def run_grid(configs: Sequence[XorConfig], out_dir: str | Path, max_group: int =
     unique = list({c.run_id: c for c in configs}.values())
     done = finished_ids(out_dir)
     todo = [c for c in unique if c.run_id not in done]
-    chunks = _chunks(todo, max_group) if vectorised else [[c] for c in todo]
+    chunks = chunk_configs(todo, max_group) if vectorised else [[c] for c in todo]
     bar = tqdm(total=len(todo), desc="xor runs", unit="run",
                disable=None if progress is None else not progress)
     try:

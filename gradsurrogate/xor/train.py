@@ -194,7 +194,7 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
         log_eval(diverged_step)
     with torch.no_grad():
         p1 = torch.softmax(model(boundary_grid(dtype, device)), -1)[:, 1]
-    curves["boundary"] = _boundary_list(p1)
+    curves["boundary"] = boundary_list(p1)
     return build_record(config, curves, diverged_step, time.perf_counter() - start, False)
 
 
@@ -205,6 +205,6 @@ def _batch(data: XorData, index: Tensor | None) -> tuple[Tensor, Tensor]:
     return data.x[index], data.y[index]
 
 
-def _boundary_list(p1: Tensor) -> list[float | None]:
+def boundary_list(p1: Tensor) -> list[float | None]:
     """P(class 1) on the boundary grid, 3 decimals (``None`` where non-finite)."""
     return [round(v, 3) if math.isfinite(v) else None for v in p1.tolist()]
