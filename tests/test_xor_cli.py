@@ -159,3 +159,16 @@ def test_sweep_main_runs_vectorised(tmp_path):
     rows = list(read_jsonl(out / "results.jsonl"))
     assert len(rows) == 4 and all(r["vectorised"] and r["group_size"] == 4 for r in rows)
     assert (out / "report.md").exists()
+
+
+def test_a_wandb_failure_never_fails_the_run(tmp_path, monkeypatch):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="W&B init failed .*no network"):
+        assert run_main([*TINY, f"--out={out}", "--wandb=online"]) == 0
+    assert len(list(read_jsonl(out / "results.jsonl"))) == 1
