@@ -12,6 +12,7 @@ import os
 import statistics
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from .exp1d import Config1D, run_1d, summary_rows
@@ -105,11 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--activation", default="leaky_relu")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (the models are tiny; 1 avoids stalls on a "
+                        "loaded machine)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
     names = ["exp", "abs", "2d"] if args.experiment == "all" else [args.experiment]
     for name in names:
         print(run_2d_cli(args) if name == "2d" else run_1d_cli(name, args), flush=True)
