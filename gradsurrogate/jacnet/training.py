@@ -79,4 +79,5 @@ def write_json(path: str, payload: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         json.dump(payload, fh, indent=1)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
