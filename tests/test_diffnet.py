@@ -236,6 +236,11 @@ def test_training_resumes_from_checkpoint(tmp_path: pytest.TempPathFactory) -> N
     with pytest.raises(KeyboardInterrupt):
         train_one(cfg, "softplus", log=crash_in_epoch_3, checkpoint=ckpt, checkpoint_every=2)
     assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    from gradsurrogate.diffnet.experiment import evaluate_checkpoint
+
+    cfg_back, act, partial = evaluate_checkpoint(ckpt)
+    assert cfg_back == cfg and act == "softplus" and int(partial["epoch"]) == 2
+    assert partial["mse"].shape == (3, 3) and np.isfinite(partial["mse"]).all()
     resumed = train_one(cfg, "softplus", checkpoint=ckpt, checkpoint_every=2)
     np.testing.assert_array_equal(resumed["mse"], unbroken["mse"])
     np.testing.assert_array_equal(resumed["train_loss"], unbroken["train_loss"])

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild table.md and figures from stored results")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="also report unfinished runs from their checkpoints (marked)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--wandb", choices=["disabled", "offline", "online"], default=None,
                    help="default: offline if wandb is installed and no API key, else disabled")
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from gradsurrogate.diffnet.report import write_report
 
     command = "gradsurrogate diffnet " + shlex.join(sys.argv[1:] if argv is None else argv)
-    table = write_report(out, problems, figures=not args.no_figures, command=command.strip())
+    table = write_report(out, problems, figures=not args.no_figures, command=command.strip(),
+                         include_checkpoints=args.include_unfinished)
     print(table)
     return 0

@@ -33,7 +33,10 @@ from tqdm import tqdm
 
 from gradsurrogate.diffnet.model import DifferentialMLP
 
-__all__ = ["LOSSES", "PROBLEMS", "ExperimentConfig", "Problem", "run_experiment", "train_one"]
+__all__ = [
+    "LOSSES", "PROBLEMS", "ExperimentConfig", "Problem", "evaluate_checkpoint", "run_experiment",
+    "train_one",
+]
 
 LOSSES = ("type1", "type2", "hessian")
 
@@ -155,6 +158,61 @@ def evaluate(net: DifferentialMLP, test: dict[str, Tensor]) -> dict[str, np.ndar
     return {"mse": mse.numpy(), "y": y.numpy(), "J": jac.numpy(), "H": hes.numpy()}
 
 
+def _build(
+    cfg: ExperimentConfig, activation: str, gen: torch.Generator
+) -> tuple[list[tuple[str, ...]], list[DifferentialMLP], list[torch.optim.Optimizer]]:
+    """Loss groups, one ensemble net per group, and their Adam optimisers.
+
+    Members that need H train in their own ensemble, so the others skip the H pass.
+    """
+    problem = PROBLEMS[cfg.problem]
+    groups = [g for g in (tuple(x for x in cfg.losses if x != "hessian"),
+                          tuple(x for x in cfg.losses if x == "hessian")) if g]
+    nets = [
+        DifferentialMLP(
+            problem.n_in, 1, width=cfg.width, depth=cfg.depth or problem.depth,
+            activation=activation, ensemble=len(g), generator=gen,
+            dtype=getattr(torch, cfg.dtype),
+        )
+        for g in groups
+    ]
+    opts = [
+        torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                         amsgrad=True)
+        for net in nets
+    ]
+    return groups, nets, opts
+
+
+def _merge_groups(
+    cfg: ExperimentConfig, groups: list[tuple[str, ...]], evals: list[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    order = [loss for g in groups for loss in g]
+    pick = [order.index(loss) for loss in cfg.losses]
+    return {k: np.concatenate([ev[k] for ev in evals])[pick] for k in evals[0]}
+
+
+def evaluate_checkpoint(path: str | Path) -> tuple[ExperimentConfig, str, dict[str, np.ndarray]]:
+    """Test results of a training checkpoint (an unfinished run): (cfg, activation, result),
+    where the result has the keys of :func:`train_one` plus ``epoch`` (epochs completed)."""
+    state = torch.load(path, weights_only=False)
+    cfg_dict, activation = state["tag"]
+    cfg = ExperimentConfig(**cfg_dict)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    problem = PROBLEMS[cfg.problem]
+    _, test = make_data(problem, 1, cfg.noise, gen, getattr(torch, cfg.dtype))
+    groups, nets, _ = _build(cfg, activation, gen)
+    for net, (weights, _) in zip(nets, state["models"]):
+        net.load_state_dict(weights)
+    result = _merge_groups(cfg, groups, [evaluate(net, test) for net in nets])
+    result.update(
+        x=test["x"].numpy(), f_true=test["f"].numpy(), J_true=test["J"].numpy(),
+        H_true=test["H"].numpy(), train_loss=state["history"][: state["epoch"]],
+        losses=np.array(cfg.losses), epoch=np.array(state["epoch"]),
+    )
+    return cfg, activation, result
+
+
 def train_one(
     cfg: ExperimentConfig,
     activation: str,
@@ -176,21 +234,7 @@ def train_one(
     dtype = getattr(torch, cfg.dtype)
     gen = torch.Generator().manual_seed(cfg.seed)
     train, test = make_data(problem, cfg.n_train, cfg.noise, gen, dtype)
-    # Members that need H train in their own ensemble, so the others skip the H pass.
-    groups = [g for g in (tuple(x for x in cfg.losses if x != "hessian"),
-                          tuple(x for x in cfg.losses if x == "hessian")) if g]
-    nets = [
-        DifferentialMLP(
-            problem.n_in, 1, width=cfg.width, depth=cfg.depth or problem.depth,
-            activation=activation, ensemble=len(g), generator=gen, dtype=dtype,
-        )
-        for g in groups
-    ]
-    opts = [
-        torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                         amsgrad=True)
-        for net in nets
-    ]
+    groups, nets, opts = _build(cfg, activation, gen)
     n_batches = cfg.n_train // cfg.batch  # last partial batch dropped
     history = np.zeros((cfg.epochs, len(cfg.losses)))
     order = [loss for g in groups for loss in g]
@@ -237,11 +281,7 @@ def train_one(
         if log is not None:
             log({f"{activation}/{loss}/train": float(v)
                  for loss, v in zip(cfg.losses, history[epoch])} | {"epoch": epoch})
-    evals = [evaluate(net, test) for net in nets]
-    result = {
-        k: np.concatenate([ev[k] for ev in evals])[[order.index(loss) for loss in cfg.losses]]
-        for k in evals[0]
-    }
+    result = _merge_groups(cfg, groups, [evaluate(net, test) for net in nets])
     result.update(
         x=test["x"].numpy(), f_true=test["f"].numpy(), J_true=test["J"].numpy(),
         H_true=test["H"].numpy(), train_loss=history,

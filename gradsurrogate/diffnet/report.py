@@ -12,9 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, result_path
+from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, evaluate_checkpoint, result_path
 
-_PER_MEMBER = ("mse", "y", "J", "H")  # stored with a leading member axis
+_PER_MEMBER = ("mse", "y", "J", "H", "epoch", "finished")  # stored with a leading member axis
 
 __all__ = ["REFERENCE", "format_table", "load_results", "plot_problem", "write_report"]
 
@@ -47,16 +47,32 @@ for (_problem, _loss), _row in _REF_ROWS.items():
     REFERENCE.setdefault(_problem, {})[_loss] = _row
 
 
-def load_results(out_dir: str | Path, problem: str) -> dict[str, dict[str, np.ndarray]]:
+def load_results(
+    out_dir: str | Path, problem: str, include_checkpoints: bool = False
+) -> dict[str, dict[str, np.ndarray]]:
     """activation -> stored result arrays of ``problem``; results stored per loss subset
-    (runs split with ``--losses``) are merged, members in :data:`LOSSES` order."""
+    (runs split with ``--losses``) are merged, members in :data:`LOSSES` order.
+
+    With ``include_checkpoints``, unfinished runs are evaluated from their checkpoints;
+    the per-member ``epoch`` array says how many epochs each member has trained.
+    """
     parts: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for path in sorted(Path(out_dir).glob(f"{problem}_*.npz")):
-        activation = path.stem[len(problem) + 1 :].split("__")[0]
-        with np.load(path) as stored:
-            res = dict(stored)
-        if result_path(out_dir, problem, activation, tuple(map(str, res["losses"]))) != path:
-            continue
+    files = sorted(Path(out_dir).glob(f"{problem}_*.npz"))
+    if include_checkpoints:
+        ckpts = sorted(Path(out_dir).glob(f"{problem}_*.ckpt.pt"))
+        done = lambda c: c.with_name(c.name.removesuffix(".ckpt.pt") + ".npz").exists()
+        files += [c for c in ckpts if not done(c)]
+    for path in files:
+        if path.suffix == ".npz":
+            activation = path.stem[len(problem) + 1 :].split("__")[0]
+            with np.load(path) as stored:
+                res = dict(stored)
+            if result_path(out_dir, problem, activation, tuple(map(str, res["losses"]))) != path:
+                continue
+        else:
+            _, activation, res = evaluate_checkpoint(path)
+        res["epoch"] = np.full(len(res["losses"]), int(res.get("epoch", len(res["train_loss"]))))
+        res["finished"] = np.full(len(res["losses"]), path.suffix == ".npz")
         for e, loss in enumerate(map(str, res["losses"])):
             member = {k: v[e] for k, v in res.items() if k in _PER_MEMBER}
             member.update({k: v for k, v in res.items() if k not in _PER_MEMBER})
@@ -77,7 +93,14 @@ def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tup
     acts = [a for a in DISPLAY if a in results] + [a for a in results if a not in DISPLAY]
     losses = [str(x) for x in next(iter(results.values()))["losses"]] if results else []
     cols = [(loss, act) for loss in losses for act in acts]
-    head = [""] + [f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}" for loss, act in cols]
+    def header(loss: str, act: str) -> str:
+        res = results[act]
+        row = [str(x) for x in res["losses"]].index(loss)
+        unfinished = not bool(res["finished"][row])
+        note = f" (epoch {int(res['epoch'][row])}, unfinished)" if unfinished else ""
+        return f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}{note}"
+
+    head = ["", *(header(loss, act) for loss, act in cols)]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     wins = compared = 0
     for k, metric in enumerate(METRICS):
@@ -151,12 +174,13 @@ def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path
 
 
 def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
-                 command: str = "") -> str:
-    """Write ``table.md`` (and PNGs) into ``out_dir`` from the stored results; return the text."""
+                 command: str = "", include_checkpoints: bool = False) -> str:
+    """Write ``table.md`` (and PNGs) into ``out_dir`` from the stored results (and, with
+    ``include_checkpoints``, from unfinished runs' checkpoints); return the text."""
     out = Path(out_dir)
     parts = [f"Command: `{command}`\n"] if command else []
     for problem in problems:
-        results = load_results(out, problem)
+        results = load_results(out, problem, include_checkpoints)
         if not results:
             continue
         table, wins, compared = format_table(problem, results)
