@@ -7,7 +7,7 @@
 2. The full default grid (336 runs × the default steps) runs vectorised once (target < 120 s on
    2 cores).
 
-    .venv/bin/python benchmarks/xor_grid.py [--threads 2] [--compare-steps 60] [--no-full]
+    .venv/bin/python benchmarks/xor_grid.py [--threads 1] [--compare-steps 60] [--no-full]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def timed_grid(configs: list[XorConfig], vectorised: bool) -> tuple[float, list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (see docs/xor.md: 2 oversubscribe a busy box)")
     parser.add_argument("--compare-steps", type=int, default=60)
     parser.add_argument("--no-full", action="store_true", help="skip the full default grid")
     args = parser.parse_args(argv)
