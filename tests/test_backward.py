@@ -34,7 +34,7 @@ def test_spec_string_round_trip_and_dict():
         ({"grad_input": "flip:1.3"}, "got 1.3"),
         ({"grad_weight": "flip:-0.1"}, "got -0.1"),
         ({"grad_input": "flip:nan"}, "[0, 1]"),
-        ({"grad_input": "flip"}, "needs a probability"),
+        ({"grad_input": "flip"}, "needs a flip probability p"),
         ({"weight": "blend:x"}, "cannot read 'x'"),
         ({"input": "random"}, "does not apply to input; accepted: exact, flip:P"),
         ({"weight": "none"}, "does not apply to weight"),

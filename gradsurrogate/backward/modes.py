@@ -163,34 +163,34 @@ class Exact(BackwardMode):
         return True
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Flip(BackwardMode):
-    """Independent sign flips: ``t'_k = -t_k`` with probability ``p``, redrawn every call.
+class _UnitParamMode(BackwardMode):
+    """A mode with one parameter in [0, 1] (float, or (E,) tensor per ensemble member).
 
-    ``p`` is a float, or an (E,) tensor of per-member probabilities for ensembles.
+    Subclasses name the dataclass field in ``param`` and describe it in ``param_doc``; parsing
+    (``name:value``), validation, ``str``, equality and ``is_exact`` (parameter 0) are shared.
     """
 
-    p: float | Tensor = 0.5
-    name: ClassVar[str] = "flip"
-    random: ClassVar[bool] = True
+    param: ClassVar[str]
+    param_doc: ClassVar[str]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "p", _check_unit_interval("flip probability p", self.p, "flip"))
+        value = _check_unit_interval(self.param_doc, getattr(self, self.param), self.name)
+        object.__setattr__(self, self.param, value)
 
-    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
-        p = _per_member(self.p, t, ensemble)
-        flips = uniform_like(t, generator, ensemble) < p
-        return torch.where(flips, -t, t)
+    def value(self, t: Tensor, ensemble: bool) -> float | Tensor:
+        """The parameter broadcast against ``t``."""
+        return _per_member(getattr(self, self.param), t, ensemble)
 
     @property
     def is_exact(self) -> bool:
-        return not isinstance(self.p, Tensor) and self.p == 0.0
+        v = getattr(self, self.param)
+        return not isinstance(v, Tensor) and v == 0.0
 
     def __str__(self) -> str:
-        return f"flip:{_fmt(self.p)}"
+        return f"{self.name}:{_fmt(getattr(self, self.param))}"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Flip) and _fmt(self.p) == _fmt(other.p)
+        return type(other) is type(self) and str(self) == str(other)
 
     def __hash__(self) -> int:
         return hash(str(self))
@@ -198,8 +198,26 @@ class Flip(BackwardMode):
     @classmethod
     def from_arg(cls, arg: str | None) -> BackwardMode:
         if arg is None:
-            raise ValueError("mode 'flip' needs a probability, e.g. 'flip:0.3' (p in [0, 1])")
-        return cls(_parse_number(arg, "flip"))
+            raise ValueError(
+                f"mode {cls.name!r} needs a {cls.param_doc}, e.g. '{cls.name}:0.3' "
+                f"({cls.param} in [0, 1])"
+            )
+        return cls(_parse_number(arg, cls.name))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Flip(_UnitParamMode):
+    """Independent sign flips: ``t'_k = -t_k`` with probability ``p``, redrawn every call."""
+
+    p: float | Tensor = 0.5
+    name: ClassVar[str] = "flip"
+    param: ClassVar[str] = "p"
+    param_doc: ClassVar[str] = "flip probability p"
+    random: ClassVar[bool] = True
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        flips = uniform_like(t, generator, ensemble) < self.value(t, ensemble)
+        return torch.where(flips, -t, t)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,37 +244,16 @@ class Sign(BackwardMode):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Blend(BackwardMode):
+class Blend(_UnitParamMode):
     """Partial sign keeping: ``t' = (1-a)·t + a·sign(t)·mean|t|`` (a=0 exact, a=1 scaled sign)."""
 
     a: float | Tensor = 0.5
     name: ClassVar[str] = "blend"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "a", _check_unit_interval("blend amount a", self.a, "blend"))
+    param: ClassVar[str] = "a"
+    param_doc: ClassVar[str] = "blend amount a"
 
     def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
-        a = _per_member(self.a, t, ensemble)
-        return torch.lerp(t, torch.sign(t) * mean_abs(t, ensemble), a)
-
-    @property
-    def is_exact(self) -> bool:
-        return not isinstance(self.a, Tensor) and self.a == 0.0
-
-    def __str__(self) -> str:
-        return f"blend:{_fmt(self.a)}"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Blend) and _fmt(self.a) == _fmt(other.a)
-
-    def __hash__(self) -> int:
-        return hash(str(self))
-
-    @classmethod
-    def from_arg(cls, arg: str | None) -> BackwardMode:
-        if arg is None:
-            raise ValueError("mode 'blend' needs an amount, e.g. 'blend:0.5' (a in [0, 1])")
-        return cls(_parse_number(arg, "blend"))
+        return torch.lerp(t, torch.sign(t) * mean_abs(t, ensemble), self.value(t, ensemble))
 
 
 @dataclasses.dataclass(frozen=True)
