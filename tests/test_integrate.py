@@ -220,6 +220,8 @@ def test_error_messages() -> None:
         get_integrator("gauss-legendre", error="richardson")
     with pytest.raises(ValueError, match=r"x1 must have shape \(n, d_in\)"):
         line_integral(jac, x, torch.zeros(2))
+    with pytest.raises(ValueError, match=r"x0 must be \(d_in,\), \(1, d_in\) or \(n, d_in\)"):
+        line_integral(jac, torch.zeros(3, 1), x)
     with pytest.raises(ValueError, match="unknown path 'zigzag'"):
         line_integral(jac, x, x, path="zigzag")
     with pytest.raises(ValueError, match="BentPath needs d_in >= 2"):

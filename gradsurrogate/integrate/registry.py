@@ -79,8 +79,11 @@ def line_integral(
     if x0.dim() == 1:
         x0 = x0.expand_as(x1)
     x0 = _as_batch(x0, "x0")
-    if x0.shape[-1] != x1.shape[-1]:
-        raise ValueError(f"x0 and x1 differ in d_in: {tuple(x0.shape)} vs {tuple(x1.shape)}")
+    if x0.shape[-1] != x1.shape[-1] or x0.shape[0] not in (1, x1.shape[0]):
+        raise ValueError(
+            f"x0 must be (d_in,), (1, d_in) or (n, d_in) matching x1; got x0 "
+            f"{tuple(x0.shape)}, x1 {tuple(x1.shape)}"
+        )
     x0 = x0.expand_as(x1)
     res = integrator.integrate(jac, get_path(path), x0, x1)
     if y0 is not None:
