@@ -13,6 +13,15 @@ from gradsurrogate.jacnet import STRUCTURES, JacNet
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread (on a loaded 2-core machine, 2 threads stall)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def model(d_in: int, d_out: int, structure: str, seed: int, scale: float = 1.0, **kw) -> JacNet:
     torch.manual_seed(seed)
     m = JacNet(d_in, d_out, hidden=16, structure=structure, activation="tanh", **kw).double()
@@ -113,13 +122,16 @@ def test_every_structure_trains_and_follows_dtype(structure: str) -> None:
 
 @pytest.mark.parametrize("structure", ["invertible", "orientation"])
 def test_inverse_round_trip_1d(structure: str) -> None:
-    m = model(1, 1, structure, 5)
+    # eps = 0.05 keeps dx/dy = 1/J bounded (J = a² + eps with tiny eps makes the ODE stiff
+    # where the raw output a crosses zero; see docs/jacnet.md)
+    m = model(1, 1, structure, 5, **({"eps": 0.05} if structure == "invertible" else {}))
     x = points(20, 1, 5, scale=1.5)
     y = m(x, n=64)
-    assert (m.inverse(y) - x).abs().max().item() < 1e-6
-    assert (m.inverse(y, refine=2) - x).abs().max().item() < 1e-12
+    tol = {"rtol": 1e-10, "atol": 1e-10}
+    assert (m.inverse(y, **tol) - x).abs().max().item() < 1e-7
+    assert (m.inverse(y, refine=2, **tol) - x).abs().max().item() < 1e-12
     if structure == "orientation":  # well conditioned: J = exp(raw) is not near 0
-        assert (m.inverse(y, method="rk4", steps=200) - x).abs().max().item() < 1e-6
+        assert (m.inverse(y, method="rk4", steps=100) - x).abs().max().item() < 1e-6
 
 
 def test_inverse_round_trip_nd_with_refinement() -> None:
