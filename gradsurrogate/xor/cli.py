@@ -228,8 +228,19 @@ def grid_main(argv: Sequence[str]) -> int:
     if not args.no_report:
         from .report import write_report
 
-        print(f"report: {write_report(args.out)}")
+        report = write_report(args.out)
+        _print_summary(report)
     return 0
+
+
+def _print_summary(report: Path) -> None:
+    """Echo the report's per-depth accuracy tables (up to the full listing) and its path."""
+    text = report.read_text()
+    print("\n" + text.split("## All configurations")[0].strip() + "\n")
+    figures = sorted((report.parent / "figures").glob("*.png"))
+    print(f"report: {report}")
+    if figures:
+        print("figures: " + ", ".join(str(f) for f in figures))
 
 
 def sweep_main(argv: Sequence[str]) -> int:

@@ -45,8 +45,10 @@ class Tracker:
             import wandb
 
             self._wandb = wandb
+            # quiet console: the run's location is reported by the caller, not by W&B banners
             self.run = wandb.init(mode=mode, project=project, config=config, name=name,
-                                  group=group, job_type=job_type, reinit=True)
+                                  group=group, job_type=job_type, reinit="finish_previous",
+                                  settings=wandb.Settings(silent=True))
         except Exception as err:
             self._fail("init", err)
 
