@@ -67,9 +67,16 @@ class LayerOp:
             terms.append(self.forward(x, dw, None, ensemble))
         out = sum(terms[1:], terms[0]) if terms else None
         if db is not None:
-            db_b = db.unsqueeze(-2) if ensemble else db
-            out = db_b.expand_as(out) if out is None else out + db_b
+            if out is None:
+                out = self.forward(x, torch.zeros_like(w), None, ensemble)
+            out = out + self.broadcast_bias(db, out, ensemble)
         return out
+
+    def broadcast_bias(self, b: Tensor, y: Tensor, ensemble: bool) -> Tensor:
+        """``b`` (o,) or (e, o) shaped to add to an output ``y`` (*, o) or (e, *, o)."""
+        if ensemble:
+            return b.reshape(b.shape[0], *([1] * (y.dim() - 2)), b.shape[-1])
+        return b
 
 
 class LinearOp(LayerOp):
@@ -132,12 +139,8 @@ class Conv2dOp(LayerOp):
     def grad_bias(self, g: Tensor, ensemble: bool) -> Tensor:
         return g.sum(dim=(0, 2, 3))
 
-    def jvp(self, x: Tensor, w: Tensor, dx: Tensor | None, dw: Tensor | None,
-            db: Tensor | None, ensemble: bool) -> Tensor:
-        out = super().jvp(x, w, dx, dw, None, ensemble)
-        if db is not None:
-            out = out + db[:, None, None]
-        return out
+    def broadcast_bias(self, b: Tensor, y: Tensor, ensemble: bool) -> Tensor:
+        return b[:, None, None]  # (o,) against (n, o, h, w)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,6 +54,8 @@ class SurrogateMixin(nn.Module):
 
     weight: Tensor
     feedback: Tensor | None
+    #: dim 0 of ``weight`` indexes ensemble members
+    is_ensemble: bool = False
 
     def _init_surrogate(self, spec: SpecLike | None, generator: Generators | int) -> None:
         if isinstance(generator, (list, tuple)):
@@ -62,8 +64,9 @@ class SurrogateMixin(nn.Module):
                     f"a generator sequence must hold torch.Generators; got {generator!r}"
                 )
             self.generator: Generators = list(generator)
-        else:
-            self.generator = make_generator(generator)
+        else:  # an int seed makes a generator on the weight's device (CPU while on "meta")
+            device = self.weight.device if self.weight.device.type != "meta" else "cpu"
+            self.generator = make_generator(generator, device)
         self.register_buffer("feedback", None, persistent=False)
         self.recorder: Recorder | None = None
         self.spec = spec  # type: ignore[assignment]
@@ -79,7 +82,7 @@ class SurrogateMixin(nn.Module):
         if isinstance(spec.weight, RandomFeedback) and (
             self.feedback is None or self.feedback.shape != self.weight.shape
         ):
-            self.feedback = spec.weight.draw(self.weight, self.generator)
+            self.feedback = spec.weight.draw(self.weight, self.generator, self.is_ensemble)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, spec={self.spec}"
@@ -127,6 +130,8 @@ class EnsembleSurrogateLinear(SurrogateMixin):
     from ``generator[k]`` — the same numbers as ``e`` separate :class:`SurrogateLinear` layers
     seeded alike. Flip/blend parameters may be (e,) tensors (one value per member).
     """
+
+    is_ensemble = True
 
     def __init__(self, ensemble: int, in_features: int, out_features: int, bias: bool = True,
                  spec: SpecLike | None = None, generator: Generators | int = None,
@@ -220,7 +225,8 @@ def convert_with_report(
     generator: torch.Generator | int | None = None,
 ) -> tuple[nn.Module, ConversionReport]:
     """Like :func:`convert`, and also return a :class:`ConversionReport`."""
-    generator = make_generator(generator)
+    first = next(iter(model.parameters()), None)
+    generator = make_generator(generator, first.device if first is not None else "cpu")
     report = ConversionReport()
     if isinstance(model, (nn.Linear, nn.Conv2d)) and _matches("", include):
         layer_spec = spec("", model) if callable(spec) else spec

@@ -126,3 +126,12 @@ def test_learned_placeholder_requires_binding():
     bound = spec.bind(lambda g, x: 2 * g)
     assert torch.equal(bound.grad_input(torch.ones(2), torch.ones(2)), 2 * torch.ones(2))
     assert str(bound) == "grad_input=learned"
+
+
+def test_mode_strings_keep_full_precision():
+    p = 0.38217701239287255
+    spec = gs.BackwardSpec(grad_input=f"flip:{p}")
+    assert gs.BackwardSpec.parse(str(spec)).grad_input.p == p
+    assert gs.Flip(0.1234567) != gs.Flip(0.1234571)
+    assert str(gs.Flip(1.0)) == "flip:1" and str(gs.Blend(0.5)) == "blend:0.5"
+    assert gs.Flip(torch.tensor(0.3, dtype=torch.float64)) == gs.Flip(0.3)  # 0-d: a number

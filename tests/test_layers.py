@@ -308,3 +308,23 @@ def test_diagnostics_report_metrics_per_layer():
     assert model[0].recorder is None  # detached after the block
     m = gs.gradient_metrics(torch.zeros(3), torch.zeros(3))
     assert m["cosine"] == 0 and m["norm_ratio"] == 0
+
+
+def test_ensemble_jvp_with_several_batch_dims_and_bias_tangent():
+    g = torch.Generator().manual_seed(0)
+    we, be = torch.randn(2, 5, 3, generator=g, dtype=F64), torch.randn(2, 5, generator=g, dtype=F64)
+    xe = torch.randn(2, 2, 4, 3, generator=g, dtype=F64)
+    tx, tw, tb = torch.randn_like(xe), torch.randn_like(we), torch.randn_like(be)
+    f = lambda spec: lambda x, w, b: gs.surrogate_linear(x, w, b, spec)
+    _, ref = jvp(f("exact"), (xe, we, be), (tx, tw, tb))
+    _, got = jvp(f("grad_input=sign"), (xe, we, be), (tx, tw, tb))
+    assert torch.allclose(got, ref)
+    _, got_b = jvp(lambda b: gs.surrogate_linear(xe, we, b, "grad_input=sign"), (be,), (tb,))
+    assert torch.allclose(got_b, tb[:, None, None, :].expand_as(got_b))
+
+
+def test_ensemble_random_feedback_has_per_member_fan_in_scale():
+    for gen in (0, None, [torch.Generator().manual_seed(s) for s in range(3)]):
+        layer = gs.EnsembleSurrogateLinear(3, 16, 8, spec="weight=random", generator=gen)
+        bound = 1 / 16 ** 0.5
+        assert layer.feedback.abs().max() <= bound and layer.feedback.abs().max() > 0.8 * bound

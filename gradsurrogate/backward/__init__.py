@@ -3,9 +3,11 @@
 A linear map ``y = x Wᵀ + b`` has the exact backward ``grad_input = g W``,
 ``grad_weight = gᵀ x``. A :class:`BackwardSpec` assigns one :class:`BackwardMode` to each of
 its four targets (``grad_input``, ``grad_weight``, ``weight``, ``input``); modes live in
-:mod:`.modes` behind a registry (``MODES``), the spec in :mod:`.spec`.
+:mod:`.modes` behind a registry (``MODES``), the spec in :mod:`.spec`, seeded noise in
+:mod:`.draws`.
 """
 
+from .draws import Generators, mean_abs, uniform_like
 from .modes import (
     MODES,
     TARGETS,
@@ -13,16 +15,13 @@ from .modes import (
     Blend,
     Exact,
     Flip,
-    Generators,
     Learned,
     NoGrad,
     RandomFeedback,
     Sign,
     accepted_modes,
     make_mode,
-    mean_abs,
     parse_mode,
-    uniform_like,
 )
 from .spec import BackwardSpec
 

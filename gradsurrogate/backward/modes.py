@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from .draws import Generators, mean_abs, per_member, uniform_like
 
 __all__ = [
     "MODES",
@@ -44,57 +46,9 @@ __all__ = [
 
 TARGETS: tuple[str, ...] = ("grad_input", "grad_weight", "weight", "input")
 
-#: One generator, or one per ensemble member (index ``e`` of the leading dimension).
-Generators = torch.Generator | Sequence[torch.Generator] | None
-
-
-def uniform_like(t: Tensor, generator: Generators, ensemble: bool = False) -> Tensor:
-    """Uniform [0, 1) noise shaped like ``t``, drawn from ``generator``.
-
-    With a sequence of generators (ensemble mode) member ``e`` draws ``t[e]`` from
-    ``generator[e]``, so an ensemble reproduces the numbers of separate runs bitwise. Noise is
-    drawn on the generator's device and moved, so a CPU generator gives the same numbers on
-    every device.
-    """
-    if generator is None or isinstance(generator, torch.Generator):
-        gen_device = t.device if generator is None else generator.device
-        u = torch.rand(t.shape, generator=generator, dtype=t.dtype, device=gen_device)
-        return u.to(t.device)
-    if not ensemble or len(generator) != t.shape[0]:
-        raise ValueError(
-            f"a sequence of {len(generator)} generators needs an ensemble tensor with that many "
-            f"members in dim 0; got shape {tuple(t.shape)}"
-        )
-    gen_device = generator[0].device
-    if any(g.device != gen_device for g in generator):
-        return torch.stack([uniform_like(t[e], g) for e, g in enumerate(generator)])
-    # One buffer filled member by member: the numbers of torch.rand, without a stack per call.
-    u = torch.empty(t.shape, dtype=t.dtype, device=gen_device)
-    for e, g in enumerate(generator):
-        u[e].uniform_(generator=g)
-    return u.to(t.device)
-
-
-def _per_member(value: float | Tensor, t: Tensor, ensemble: bool) -> float | Tensor:
-    """Broadcast a scalar or per-member (E,) parameter against ``t`` (E, ...)."""
-    if isinstance(value, Tensor) and value.dim() > 0:
-        if not ensemble or value.shape[0] != t.shape[0]:
-            raise ValueError(
-                f"a per-member parameter of shape {tuple(value.shape)} needs an ensemble tensor "
-                f"with {value.shape[0]} members in dim 0; got shape {tuple(t.shape)}"
-            )
-        return value.to(device=t.device, dtype=t.dtype).reshape(-1, *([1] * (t.dim() - 1)))
-    return value
-
-
-def mean_abs(t: Tensor, ensemble: bool = False) -> Tensor:
-    """Mean magnitude of ``t`` (per member along dim 0 when ``ensemble``), keeping dims."""
-    if ensemble:
-        return t.abs().mean(dim=tuple(range(1, t.dim())), keepdim=True)
-    return t.abs().mean()
-
-
 def _check_unit_interval(name: str, value: float | Tensor, mode: str) -> float | Tensor:
+    if isinstance(value, Tensor) and value.dim() == 0:
+        value = value.item()
     if isinstance(value, Tensor):
         bad = ~((value >= 0) & (value <= 1))
         if bool(bad.any()):
@@ -112,10 +66,16 @@ def _check_unit_interval(name: str, value: float | Tensor, mode: str) -> float |
     return value
 
 
+def _num(v: float) -> str:
+    """Shortest string that reads back as the same float (``1.0`` -> ``"1"``)."""
+    text = repr(float(v))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def _fmt(value: float | Tensor) -> str:
-    if isinstance(value, Tensor):
-        return "[" + ",".join(f"{v:g}" for v in value.tolist()) + "]"
-    return f"{value:g}"
+    if isinstance(value, Tensor) and value.dim() > 0:
+        return "[" + ",".join(_num(v) for v in value.tolist()) + "]"
+    return _num(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +139,7 @@ class _UnitParamMode(BackwardMode):
 
     def value(self, t: Tensor, ensemble: bool) -> float | Tensor:
         """The parameter broadcast against ``t``."""
-        return _per_member(getattr(self, self.param), t, ensemble)
+        return per_member(getattr(self, self.param), t, ensemble)
 
     @property
     def is_exact(self) -> bool:
@@ -279,9 +239,12 @@ class RandomFeedback(BackwardMode):
     name: ClassVar[str] = "random"
     targets: ClassVar[frozenset[str]] = frozenset({"weight"})
 
-    def draw(self, weight: Tensor, generator: Generators = None) -> Tensor:
-        """A fresh feedback matrix shaped like ``weight`` (o, i[, kh, kw]) or (e, o, i)."""
-        ensemble = not (generator is None or isinstance(generator, torch.Generator))
+    def draw(self, weight: Tensor, generator: Generators = None,
+             ensemble: bool | None = None) -> Tensor:
+        """A fresh feedback matrix shaped like ``weight``: (o, i[, kh, kw]), or (e, o, i) when
+        ``ensemble`` (default: inferred from a per-member generator sequence)."""
+        if ensemble is None:
+            ensemble = not (generator is None or isinstance(generator, torch.Generator))
         fan_in = math.prod(weight.shape[2:] if ensemble else weight.shape[1:])
         bound = self.scale / math.sqrt(fan_in)
         u = uniform_like(weight.detach(), generator, ensemble)
@@ -291,7 +254,7 @@ class RandomFeedback(BackwardMode):
         raise RuntimeError("RandomFeedback is applied by the layer through its feedback matrix")
 
     def __str__(self) -> str:
-        return "random" if self.scale == 1.0 else f"random:{self.scale:g}"
+        return "random" if self.scale == 1.0 else f"random:{_num(self.scale)}"
 
     @classmethod
     def from_arg(cls, arg: str | None) -> BackwardMode:
