@@ -154,7 +154,7 @@ def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path
         rows = [("truth", panels(res["f_true"], res["J_true"], res["H_true"]))]
         rows += [(LOSS_NAMES[loss], panels(res["y"][e], res["J"][e], res["H"][e]))
                  for e, loss in enumerate(losses)]
-        fig, axes = plt.subplots(len(rows), 6, figsize=(16, 2.7 * len(rows)), squeeze=False)
+        fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows)), squeeze=False)
         for r, (name, imgs) in enumerate(rows):
             for c, img in enumerate(imgs):
                 ax = axes[r, c]
@@ -168,7 +168,7 @@ def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path
         fig.colorbar(im, ax=axes, shrink=0.6)
     fig.suptitle(title)
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=90 if PROBLEMS[problem].n_in == 1 else 64)
     plt.close(fig)
     os.replace(tmp, path)
 
