@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from gradsurrogate.restore.cli import build_parser, config_of, read_records, run_one
+from gradsurrogate.io import read_jsonl, write_text_atomic
+from gradsurrogate.restore.cli import build_parser, config_of, run_one
 from gradsurrogate.restore.plots import plot_curves, plot_jacobians, plot_loss_fields
 
 LOSSES = ["mse", "log_mse", "cosine", "dot", "gensim:0.5", "gensim:1.5", "mixed", "log_mixed"]
@@ -47,7 +48,7 @@ def table(records: list[dict], losses: list[str], sizes: list[int], frac: float)
             r = by.get((loss, s))
             if r is None:
                 cells.append("–")
-            elif r["status"] == "nonfinite":
+            elif r["status"] == "nonfinite" or r["final_cosine"] is None:
                 cells.append("NaN")
             else:
                 cells.append(f"{r['final_cosine']:.3f} / {r['final_rel_error']:.2f}")
@@ -69,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    done = {r["run_id"] for r in read_records(out / "results.jsonl")}
+    done = {r["run_id"] for r in read_jsonl(out / "results.jsonl")}
     for size in args.sizes:
         for frac in args.fractions:
             for loss in args.losses:
@@ -79,9 +80,9 @@ def main() -> None:
                 rec = run_one(cfg, out, wandb_mode="disabled", progress=False)
                 print(json.dumps({k: rec[k] for k in ("loss", "dim_in", "dim_sample", "status",
                                                       "final_cosine", "jvp_evals")}), flush=True)
-    records = read_records(out / "results.jsonl")
+    records = read_jsonl(out / "results.jsonl")
     text = "\n\n".join(table(records, args.losses, args.sizes, f) for f in args.fractions)
-    (out / "table.md").write_text(text + "\n")
+    write_text_atomic(out / "table.md", text + "\n")
     print(text)
 
     figs = out / "figures"

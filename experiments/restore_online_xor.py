@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
-import os
 import statistics
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 import gradsurrogate as gs
+from gradsurrogate.io import write_json_atomic, write_text_atomic
 from gradsurrogate.restore.online import OnlineRestorer
 
 try:  # the shared XOR data generator (gradsurrogate.xor)
@@ -190,10 +189,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = [run(m, s, args) for m in args.methods for s in args.seeds]
     table = summarise(results)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps({"args": vars(args), "results": results}))
-    os.replace(tmp, out / "results.json")
-    (out / "table.md").write_text(table + "\n")
+    write_json_atomic(out / "results.json", {"args": vars(args), "results": results})
+    write_text_atomic(out / "table.md", table + "\n")
     plot(results, out / "online_xor.png")
     print(table)
 

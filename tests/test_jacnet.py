@@ -203,3 +203,20 @@ def test_cli_rejects_unknown_experiment(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["sinh"])
     assert "invalid choice: 'sinh'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["exp", "--seeds", "0"], "--seeds must be >= 1; got 0"),
+    (["abs", "--figure-seed", "-1"], "--figure-seed must be >= 0; got -1"),
+    (["all", "--steps", "0"], "--steps must be >= 1; got 0"),
+    (["exp", "--lr", "0"], "--lr must be positive; got 0.0"),
+    (["2d", "--activation", "swish"], "unknown activation 'swish'; accepted: leaky_relu"),
+])
+def test_cli_bad_values_exit_2_with_a_message(tmp_path, capsys: pytest.CaptureFixture[str],
+                                              argv: list[str], message: str) -> None:
+    from gradsurrogate.jacnet.cli import main
+
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gradsurrogate jacnet: error: ") and message in err
+    assert not any(tmp_path.iterdir())  # rejected before any training

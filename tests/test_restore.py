@@ -261,3 +261,88 @@ def test_cotangents_from_a_recorded_stream() -> None:
     res = restore(p, s, RestoreConfig(dim_sample=5, epochs=1500, lr=2e-2, target_cosine=0.999),
                   progress=False, cotangent_source=source)
     assert res.status == "target_reached"
+
+
+@pytest.mark.parametrize("target, budget, rows_per_probe", [
+    ("jvp", 8, 1),  # 6 probes, then 2 of the next 6 (not a whole row of k = 3)
+    ("fd", 9, 2),  # 6 probes, then one whole row of 3; fd evaluates f twice per probe
+])
+def test_probe_budget_counts_exactly_the_evaluated_probes(target: str, budget: int,
+                                                          rows_per_probe: int) -> None:
+    import dataclasses
+
+    p = linear_problem(5, 4, seed=2, dtype=torch.float64)
+    seen = []
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return p.f(x)
+
+    counted = dataclasses.replace(p, f=f)
+    cfg = RestoreConfig(dim_sample=3, points=2, loss="mse", target=target, epochs=6,
+                        probe_budget=budget)
+    s = make_surrogate("structured", 5, 4, generator=gen(1), dtype=torch.float64)
+    res = restore(counted, s, cfg, progress=False)
+    assert [h["jvp_evals"] for h in res.history] == [6] + [budget] * 5
+    assert res.jvp_evals == budget and res.f_evals == rows_per_probe * budget
+    assert sum(seen) == res.f_evals  # f saw exactly the counted rows, all used for training
+    assert all(h["loss"] == h["loss"] for h in res.history)  # finite
+
+
+def test_online_restorer_rejects_a_bare_layer() -> None:
+    with pytest.raises(ValueError, match=r"bare layer \(Linear\).*nn.Sequential"):
+        OnlineRestorer(torch.nn.Linear(3, 2))
+    wrapped = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    rest = OnlineRestorer(wrapped)
+    assert set(rest.restorers) == {"0"} and isinstance(wrapped[0].spec.weight, gs.Learned)
+
+
+def test_constructors_follow_the_default_dtype() -> None:
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        p = linear_problem(4, 3)
+        assert p.alpha(2, gen()).dtype == torch.float64
+        assert tanh_problem(4, 3).f(p.alpha(2, gen())).dtype == torch.float64
+        for name in ("structured", "mlp", "loglinexp"):
+            s = make_surrogate(name, 4, 3, generator=gen(1))
+            assert {q.dtype for q in s.parameters()} == {torch.float64}, name
+        assert sample_cotangents(2, 3, 3, "rademacher", gen()).dtype == torch.float64
+        assert sample_directions(2, 3, 4, 2, "gaussian", gen())[0].dtype == torch.float64
+        # explicit dtypes still win; a given matrix sets the problem's dtype
+        assert linear_problem(4, 3, dtype=torch.float32).alpha(2, gen()).dtype == torch.float32
+        assert make_surrogate("structured", 4, 3, dtype=torch.float32).B.dtype == torch.float32
+        m32 = torch.ones(3, 4, dtype=torch.float32)
+        assert linear_problem(4, 3, matrix=m32).alpha(1, gen()).dtype == torch.float32
+    finally:
+        torch.set_default_dtype(old)
+    assert make_surrogate("structured", 4, 3).B.dtype == old
+
+
+def test_cli_records_are_strict_json_and_resume(tmp_path, capsys) -> None:
+    import json
+
+    from gradsurrogate.io import read_jsonl
+    from gradsurrogate.restore.cli import main
+
+    argv = ["--dim-in", "4", "--dim-out", "3", "--dim-sample", "2", "--epochs", "3",
+            "--wandb", "disabled", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert main(argv) == 0 and "skipping" in capsys.readouterr().out
+    bad = [*argv, "--lr", "1e30", "--optimizer", "sgd", "--epochs", "50"]
+    assert main(bad) == 1  # non-finite loss: recorded, exit code 1
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    def strict(c: str) -> None:
+        pytest.fail(f"bare {c} token in results.jsonl")
+
+    for line in lines:
+        json.loads(line, parse_constant=strict)
+    ok, nonfinite = read_jsonl(tmp_path / "results.jsonl")
+    assert ok["status"] == "done" and ok["epochs"] == 3 and ok["jvp_evals"] == 6
+    assert nonfinite["status"] == "nonfinite" and nonfinite["final_loss"] is None
+    history = json.loads((tmp_path / "history" / f"{nonfinite['run_id']}.json").read_text(),
+                         parse_constant=strict)
+    assert history[-1]["loss"] is None
+    assert main([*argv, "--dim-sample", "9"]) == 2
+    assert "dim_sample" in capsys.readouterr().err

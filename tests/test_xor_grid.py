@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from gradsurrogate.io import append_jsonl_many
 from gradsurrogate.xor import XorConfig, default_grid, grid_configs, read_results, run_grid
 from gradsurrogate.xor.grid import chunk_configs, spec_for
-from gradsurrogate.xor.results import append_jsonl, finished_ids, read_jsonl
+from gradsurrogate.xor.results import finished_ids, read_jsonl
 
 TINY = dict(steps=12, eval_every=4, diag_every=6, n_train=64, n_test=64, batch_size=16, width=8)
 
@@ -56,7 +57,7 @@ def test_grid_configs_hand_computed():
 
 def test_atomic_appends_and_torn_lines_are_skipped(tmp_path):
     path = tmp_path / "results.jsonl"
-    append_jsonl(path, [{"run_id": "a", "x": float("nan")}, {"run_id": "b", "x": 1.5}])
+    append_jsonl_many(path, [{"run_id": "a", "x": float("nan")}, {"run_id": "b", "x": 1.5}])
     with path.open("ab") as fh:  # a torn write, as a crash in mid-line would leave
         fh.write(b'{"run_id": "c", "x"')
     rows = list(read_jsonl(path))
@@ -145,3 +146,51 @@ def test_report_on_empty_dir_is_a_clear_error(tmp_path):
 
     assert report_main([str(tmp_path)]) == 2
     assert not Path(tmp_path / "report.md").exists()
+
+
+def test_grid_keeps_explicit_sub_seeds():
+    base = XorConfig(**TINY, data_seed=7)  # data seed set explicitly, the others follow seed
+    configs = grid_configs(base, ["weight"], ["sign"], [], [1], [0, 1, 2], include_exact=False)
+    assert [(c.seed, c.data_seed, c.init_seed, c.noise_seed) for c in configs] == \
+        [(0, 7, 0, 0), (1, 7, 1, 1), (2, 7, 2, 2)]
+    # fixed_seeds names them explicitly (a sub-seed equal to seed cannot be inferred)
+    fixed = grid_configs(XorConfig(**TINY), ["weight"], ["sign"], [], [1], [0, 1],
+                         include_exact=False, fixed_seeds=["init_seed"])
+    assert [(c.data_seed, c.init_seed, c.noise_seed) for c in fixed] == [(0, 0, 0), (1, 0, 1)]
+    assert all(c.data_seed == c.seed for c in grid_configs(base, ["weight"], ["sign"], [], [1],
+                                                          [0, 1], fixed_seeds=()))
+    with pytest.raises(ValueError, match=r"unknown sub-seed.*'seed'.*accepted: data_seed"):
+        grid_configs(base, fixed_seeds=["seed"])
+
+
+def test_grid_cli_keeps_given_sub_seeds(tmp_path):
+    from gradsurrogate.xor.cli import grid_main
+
+    out = tmp_path / "g"
+    code = grid_main(["--out", str(out), "--steps=8", "--width=4", "--n-train=32",
+                      "--n-test=32", "--batch-size=16", "--eval-every=4", "--diag-every=0",
+                      "--targets=grad_input", "--modes=sign", "--depths=1", "--seeds=0,1",
+                      "--data-seed=5", "--noise_seed=3", "--no-exact", "--no-report",
+                      "--wandb=disabled"])
+    assert code == 0
+    seeds = sorted((r["config"]["seed"], r["config"]["data_seed"], r["config"]["init_seed"],
+                    r["config"]["noise_seed"]) for r in read_results(out))
+    assert seeds == [(0, 5, 0, 3), (1, 5, 1, 3)]
+
+
+def test_random_feedback_scales_form_separate_vectorised_groups(tmp_path):
+    from gradsurrogate.xor import run_xor
+
+    configs = grid_configs(XorConfig(**TINY), ["weight"], ["random", "random:0.5"], [], [1],
+                           [0, 1], include_exact=False)
+    assert sorted(c.spec for c in configs) == ["weight=random"] * 2 + ["weight=random:0.5"] * 2
+    assert {c.feedback_scale for c in configs} == {1.0, 0.5}
+    assert XorConfig(**TINY).feedback_scale is None
+    chunks = chunk_configs(configs, 256)
+    assert sorted(len(c) for c in chunks) == [2, 2]
+    assert all(len({c.spec for c in chunk}) == 1 for chunk in chunks)
+    records = {r["run_id"]: r for r in run_grid(configs, tmp_path, vectorised=True)}
+    assert len(records) == 4 and all(r["group_size"] == 2 for r in records.values())
+    half = next(c for c in configs if c.spec == "weight=random:0.5")
+    assert records[half.run_id]["final_test_loss"] == pytest.approx(
+        run_xor(half)[0]["final_test_loss"], rel=1e-4)

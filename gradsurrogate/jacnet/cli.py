@@ -2,7 +2,8 @@
 
 1-d runs train on several seeds (the table reports mean ± std over seeds and the worst-case
 guarantee check) and draw the paper-like figure for ``--figure-seed``. Outputs go to
-``--out``: ``results_<name>.json`` (atomic writes) and ``jacnet_<name>.png``.
+``--out``: ``results_<name>.json`` (atomic writes) and ``jacnet_<name>.png``. Bad arguments
+exit with code 2 and a message on stderr.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from ..io import write_json_atomic
 from .exp1d import Config1D, run_1d, summary_rows
 from .figures import figure_1d, figure_2d
+from .model import make_activation
 from .plane import Config2D, run_2d
-from .training import METHODS, write_json
+from .training import METHODS
 
 
 def _fmt(vals: list[float]) -> str:
@@ -69,8 +73,9 @@ def run_1d_cli(target: str, args: argparse.Namespace) -> str:
                        activation=args.activation)
         results.append(run_1d(cfg))
     table_seeds = [r for r in results if r["config"]["seed"] < args.seeds]
-    write_json(os.path.join(args.out, f"results_{target}.json"),
-               [{k: v for k, v in r.items() if k not in ("grid", "target")} for r in results])
+    write_json_atomic(os.path.join(args.out, f"results_{target}.json"),
+                      [{k: v for k, v in r.items() if k not in ("grid", "target")}
+                       for r in results], indent=1)
     fig = figure_1d(results[seeds.index(args.figure_seed)],
                     os.path.join(args.out, f"jacnet_{target}.png"))
     per_seed = {role: [round(r[role]["test_mae"], 3) for r in table_seeds]
@@ -87,7 +92,7 @@ def run_1d_cli(target: str, args: argparse.Namespace) -> str:
 
 def run_2d_cli(args: argparse.Namespace) -> str:
     result = run_2d(Config2D(method=args.method, steps=args.steps_2d, activation="tanh"))
-    write_json(os.path.join(args.out, "results_2d.json"), result)
+    write_json_atomic(os.path.join(args.out, "results_2d.json"), result, indent=1)
     fig = figure_2d(result, os.path.join(args.out, "jacnet_2d.png"))
     return f"### 2-d ({args.method})\n\n{table_2d(result)}\n\nfigure: {fig}\n"
 
@@ -112,10 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` naming the first bad flag value (before any training starts)."""
+    for flag, low in (("seeds", 1), ("figure_seed", 0), ("steps", 1), ("steps_2d", 1),
+                      ("hidden", 1), ("threads", 1)):
+        value = getattr(args, flag)
+        if value < low:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= {low}; got {value}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be positive; got {args.lr}")
+    make_activation(args.activation)  # unknown name: ValueError listing the accepted ones
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    names = ["exp", "abs", "2d"] if args.experiment == "all" else [args.experiment]
-    for name in names:
-        print(run_2d_cli(args) if name == "2d" else run_1d_cli(name, args), flush=True)
+    try:
+        check_args(args)
+        torch.set_num_threads(args.threads)
+        names = ["exp", "abs", "2d"] if args.experiment == "all" else [args.experiment]
+        for name in names:
+            print(run_2d_cli(args) if name == "2d" else run_1d_cli(name, args), flush=True)
+    except ValueError as err:
+        print(f"gradsurrogate jacnet: error: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -3,9 +3,6 @@ the accuracy schedule (node counts for Gauss–Legendre, tolerances for dopri5).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -70,14 +67,3 @@ def train(
             schedule.step(rec["loss"], y_mag)
         history.append(rec)
     return history
-
-
-def write_json(path: str, payload: Any) -> None:
-    """Atomic JSON write (temp file + ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

@@ -5,12 +5,13 @@ Example::
     gradsurrogate restore --dim-in 32 --dim-out 32 --dim-sample 8 --loss mixed \\
         --surrogate structured --target jvp --epochs auto --out runs/restore
 
-Appends one record per run to ``OUT/results.jsonl`` (one ``write`` of a full line, then
-flush + fsync) with ``final_cosine``, ``final_rel_error``, ``final_sign_agreement``,
-``final_loss``, ``jvp_evals`` (directional evaluations of f), ``f_evals``, ``status``,
-``wall_time`` and ``time_per_epoch``; the per-epoch history goes to ``OUT/history/RUN.json``
-(atomic replace). A run whose ``run_id`` is already in ``results.jsonl`` is skipped (resume)
-unless ``--force``. ``--figures`` also writes the Jacobian heatmaps and metric curves.
+Appends one record per run to ``OUT/results.jsonl`` (:func:`gradsurrogate.io.append_jsonl`:
+one ``write`` of a full line, then flush + fsync; NaN/inf as ``null``) with ``final_cosine``,
+``final_rel_error``, ``final_sign_agreement``, ``final_loss``, ``jvp_evals`` (directional
+evaluations of f), ``f_evals``, ``status``, ``wall_time`` and ``time_per_epoch``; the per-epoch
+history goes to ``OUT/history/RUN.json`` (atomic replace). A run whose ``run_id`` is already in
+``results.jsonl`` is skipped (resume) unless ``--force``. ``--figures`` also writes the
+Jacobian heatmaps and metric curves.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 
 import torch
 
+from ..io import append_jsonl, read_jsonl, write_json_atomic
+from ..tracking import WANDB_MODES
 from .losses import get_loss
 from .problems import linear_problem, tanh_problem
 from .sampling import (
@@ -40,7 +41,7 @@ from .surrogates import SURROGATES, make_surrogate
 from .targets import FD_SCHEMES, TARGETS
 from .trainer import RestoreConfig, restore
 
-__all__ = ["append_record", "build_parser", "main", "read_records", "run_one"]
+__all__ = ["build_parser", "config_of", "main", "run_one"]
 
 PROBLEMS = {"linear": linear_problem, "tanh": tanh_problem}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0)
     a("--dtype", choices=list(DTYPES), default="float32")
     a("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
-    a("--wandb", choices=["disabled", "offline", "online"], default=None,
+    a("--wandb", choices=WANDB_MODES, default=None,
       help="W&B mode (default: offline unless an API key is configured)")
     a("--figures", action="store_true", help="write heatmaps and curves under OUT/figures")
     a("--force", action="store_true", help="rerun even if the run id is already recorded")
@@ -114,40 +115,9 @@ def config_of(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def append_record(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single ``write``, then flush + fsync."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of ``results.jsonl`` (a torn last line from a crash is ignored)."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
 def _tracker(mode: str | None, cfg: dict[str, Any]) -> Any:
     try:
-        from ..xor.tracking import Tracker
+        from ..tracking import Tracker
 
         return Tracker(mode, "gradsurrogate-restore", cfg, name=cfg["run_id"])
     except Exception as err:  # W&B never fails a run
@@ -198,7 +168,7 @@ def run_one(cfg: dict[str, Any], out: Path, wandb_mode: str | None = "disabled",
                            out / "figures" / f"{cfg['run_id']}_jacobian.png",
                            f"{cfg['loss']}, dim_sample {cfg['dim_sample']}")
         plot_curves({cfg["loss"]: res.history}, out / "figures" / f"{cfg['run_id']}_curves.png")
-    append_record(out / "results.jsonl", record)
+    append_jsonl(out / "results.jsonl", record)
     if tracker is not None:
         try:
             tracker.summary({k: v for k, v in record.items() if k.startswith("final_")})
@@ -218,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    done = {r.get("run_id") for r in read_records(out / "results.jsonl")}
+    done = {r.get("run_id") for r in read_jsonl(out / "results.jsonl")}
     if cfg["run_id"] in done and not args.force:
         print(f"run {cfg['run_id']} already in {out / 'results.jsonl'}; skipping "
               "(--force to rerun)")

@@ -96,7 +96,8 @@ class LayerRestorer:
 class OnlineRestorer:
     """Convert every ``nn.Linear`` of ``model`` to a learned-feedback layer and restore them.
 
-    ``model`` is modified in place; ``restorers`` maps layer names to :class:`LayerRestorer`.
+    ``model`` is modified in place (a bare ``nn.Linear`` cannot be, and raises ``ValueError``:
+    wrap it in ``nn.Sequential``); ``restorers`` maps layer names to :class:`LayerRestorer`.
     Inputs (and, for ``cotangents="real"``, output gradients) are captured by hooks.
     """
 
@@ -106,6 +107,11 @@ class OnlineRestorer:
                  warmup_steps: int = 0) -> None:
         if cotangents not in ("gaussian", "real"):
             raise ValueError(f"cotangents must be 'gaussian' or 'real'; got {cotangents!r}")
+        if isinstance(model, nn.Linear):
+            raise ValueError(
+                f"OnlineRestorer converts model's layers in place, which a bare layer "
+                f"({type(model).__name__}) does not allow; wrap it, e.g. "
+                "nn.Sequential(layer), and train the wrapper")
         self.cotangents = cotangents
         self.restorers: dict[str, LayerRestorer] = {}
         gen = torch.Generator().manual_seed(seed)
@@ -122,7 +128,8 @@ class OnlineRestorer:
             self.restorers[name] = r
             return BackwardSpec(weight=Learned(r.surrogate.feedback))
 
-        convert(model, spec_for)
+        if convert(model, spec_for) is not model:  # pragma: no cover - guarded above
+            raise ValueError("OnlineRestorer needs a model whose layers convert in place")
         for name, module in model.named_modules():
             if name in self.restorers:
                 self.restorers[name].layer = module  # the converted layer (shares W)

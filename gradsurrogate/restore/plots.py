@@ -95,7 +95,7 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Pat
     for ax, metric in zip(axes[0], metrics):
         for label, hist in runs.items():
             xs = [h[x] for h in hist if metric in h]
-            ys = [h[metric] for h in hist if metric in h]
+            ys = [math.nan if h[metric] is None else h[metric] for h in hist if metric in h]
             ax.plot(xs, ys, label=label, lw=1.2)
         ax.set_xlabel(x)
         ax.set_title(metric, fontsize=9)

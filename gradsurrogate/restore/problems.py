@@ -28,11 +28,14 @@ class Problem:
     name: str = "f"
 
 
-def linear_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype = torch.float32,
+def linear_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype | None = None,
                    device: torch.device | str | None = None,
                    matrix: Tensor | None = None) -> Problem:
     """``f(x) = A x`` (rows: ``x Aᵀ``) with ``A`` (o, i) ~ N(0, 1/i) drawn from ``seed``
-    (or the given ``matrix``); ``J_f = A`` everywhere; points ``x ~ N(0, I)``."""
+    (or the given ``matrix``); ``J_f = A`` everywhere; points ``x ~ N(0, I)``. ``dtype``
+    defaults to the ``matrix``'s dtype when given, else to ``torch.get_default_dtype()``."""
+    if dtype is None:
+        dtype = matrix.dtype if matrix is not None else torch.get_default_dtype()
     if matrix is None:
         g = torch.Generator().manual_seed(seed)
         matrix = (torch.randn(dim_out, dim_in, generator=g, dtype=dtype) / math.sqrt(dim_in))
@@ -49,9 +52,11 @@ def linear_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype 
     )
 
 
-def tanh_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype = torch.float32,
+def tanh_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None) -> Problem:
-    """``f(x) = tanh(A x)``, ``J_f(x) = diag(1 - tanh²(A x)) A`` — a point-dependent Jacobian."""
+    """``f(x) = tanh(A x)``, ``J_f(x) = diag(1 - tanh²(A x)) A`` — a point-dependent Jacobian.
+    ``dtype`` defaults to ``torch.get_default_dtype()``."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     lin = linear_problem(dim_in, dim_out, seed, dtype, device)
     A = lin.jacobian(torch.zeros(1, dim_in, dtype=dtype, device=device))[0]
 

@@ -110,10 +110,12 @@ class StreamAlpha:
 
 
 def get_alpha_sampler(source: str | Tensor | AlphaSampler, dim_in: int, scale: float = 1.0,
-                      dtype: torch.dtype = torch.float32,
+                      dtype: torch.dtype | None = None,
                       device: torch.device | str | None = None) -> AlphaSampler:
     """A sampler of points ``α`` from a name (``gaussian`` N(0, scale²), ``uniform`` on
-    ``[-scale, scale]``), a data tensor (N, dim_in) or a callable (returned as is)."""
+    ``[-scale, scale]``), a data tensor (N, dim_in) or a callable (returned as is).
+    ``dtype`` defaults to ``torch.get_default_dtype()`` (read when the sampler is made)."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     if isinstance(source, Tensor):
         if source.dim() != 2 or source.shape[1] != dim_in:
             raise ValueError(f"alpha data must be (N, {dim_in}); got {tuple(source.shape)}")
@@ -128,10 +130,11 @@ def get_alpha_sampler(source: str | Tensor | AlphaSampler, dim_in: int, scale: f
 
 def sample_cotangents(n: int, c: int, dim_out: int, dist: str = "gaussian",
                       generator: torch.Generator | None = None,
-                      dtype: torch.dtype = torch.float32,
+                      dtype: torch.dtype | None = None,
                       device: torch.device | str | None = None) -> Tensor:
     """Cotangents ``∇_f`` (n, c, o): Gaussian, Rademacher, or the ``o`` basis vectors
-    (``basis`` needs ``c == dim_out``; ``u_{n,c} = e_c``)."""
+    (``basis`` needs ``c == dim_out``; ``u_{n,c} = e_c``). ``dtype``: default dtype if None."""
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     _check_choice(dist, COTANGENT_DISTS, "cotangent distribution")
     if dist == "basis":
         if c != dim_out:
@@ -144,14 +147,16 @@ def sample_cotangents(n: int, c: int, dim_out: int, dist: str = "gaussian",
 
 def sample_directions(n: int, k: int, dim_in: int, dim_sample: int, dist: str = "gaussian",
                       generator: torch.Generator | None = None,
-                      dtype: torch.dtype = torch.float32,
+                      dtype: torch.dtype | None = None,
                       device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Directions ``dα`` (n, k, i) in one random subspace of ``dim_sample`` coordinates.
 
     Returns ``(dα, S)`` with ``S`` (dim_sample,) the sorted coordinates of the subspace (shared
     by the whole minibatch); ``dα[..., j] = 0`` for ``j ∉ S``. ``coordinate`` directions are
     ``k ≤ dim_sample`` distinct unit vectors ``e_s``, ``s ∈ S`` (the same for all points).
+    ``dtype`` defaults to ``torch.get_default_dtype()``.
     """
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     check_dim_sample(dim_sample, dim_in)
     _check_choice(dist, DIRECTION_DISTS, "direction distribution")
     if k < 1:

@@ -73,9 +73,10 @@ class Structured(Surrogate):
     name: ClassVar[str] = "structured"
 
     def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None) -> None:
         super().__init__(dim_in, dim_out)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
         generator = generator or torch.Generator().manual_seed(0)
         init = _randn((dim_out, dim_in), generator, dtype, device) / math.sqrt(dim_in)
         self.B = nn.Parameter(initial_messup * init)
@@ -104,10 +105,11 @@ class MLPSurrogate(Surrogate):
     name: ClassVar[str] = "mlp"
 
     def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None, width: int = 64, depth: int = 2,
                  use_alpha: bool = True) -> None:
         super().__init__(dim_in, dim_out)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
         generator = generator or torch.Generator().manual_seed(0)
         self.use_alpha = use_alpha
         sizes = [dim_out + (dim_in if use_alpha else 0)] + [width] * depth + [dim_in]
@@ -138,10 +140,11 @@ class LogLinExp(Surrogate):
     name: ClassVar[str] = "loglinexp"
 
     def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None, width: int | None = None,
                  use_alpha: bool = False, eps: float = 1e-6) -> None:
         super().__init__(dim_in, dim_out)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
         generator = generator or torch.Generator().manual_seed(0)
         self.use_alpha, self.eps = use_alpha, eps
         d = dim_out + (dim_in if use_alpha else 0)
@@ -164,9 +167,10 @@ SURROGATES: dict[str, type[Surrogate]] = {c.name: c for c in (Structured, MLPSur
 
 
 def make_surrogate(name: str, dim_in: int, dim_out: int, initial_messup: float = 1.0,
-                   generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                   generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
                    device: torch.device | str | None = None, **opts: Any) -> Surrogate:
-    """Build a registered surrogate; ``opts`` go to its constructor (``width``, ...)."""
+    """Build a registered surrogate; ``opts`` go to its constructor (``width``, ...).
+    ``dtype`` defaults to ``torch.get_default_dtype()``."""
     cls = SURROGATES.get(name)
     if cls is None:
         raise ValueError(f"unknown surrogate {name!r}; accepted: {', '.join(SURROGATES)}")

@@ -9,9 +9,10 @@ target (jvp/fd/integral, ``n·k`` directional evaluations of ``f``) and forms th
 compared by the loss as ``n·c`` vectors of length ``k`` (the gradient projected onto the sampled
 subspace). Cotangents are free: a directional evaluation yields the whole vector ``df``.
 
-With ``probe_budget`` the probes ``(α, dα, df)`` are stored until the budget is spent and later
-steps replay random groups of ``k`` stored probes with fresh cotangents, so ``jvp_evals`` stays
-at the budget (used to measure how many evaluations a method needs).
+With ``probe_budget`` the probes ``(α, dα, df)`` are stored until the budget is spent (the step
+that reaches it evaluates, stores and trains on only the probes still within the budget) and
+later steps replay random groups of ``k`` stored probes with fresh cotangents, so ``jvp_evals``
+equals the budget (used to measure how many evaluations a method needs).
 """
 
 from __future__ import annotations
@@ -147,19 +148,35 @@ def equations(surrogate: Surrogate, u: Tensor, alpha: Tensor, dalpha: Tensor, df
 
 
 def _draw_probes(problem: Problem, cfg: RestoreConfig, gen: torch.Generator, dtype: torch.dtype,
-                 device: torch.device) -> tuple[Tensor, Tensor, Tensor, int]:
+                 device: torch.device, limit: int | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Draw one minibatch of ``n·k`` probes and evaluate ``f`` on them.
+
+    Returns ``alpha`` (n, 1, i), ``dalpha`` (n, k, i), ``df`` (n, k, o) and the ``f`` rows
+    evaluated. With ``limit < n·k`` only the first ``limit`` probes (row-major) are evaluated
+    and returned: as ``limit/k`` full rows when ``k`` divides ``limit``, otherwise as one row of
+    ``limit`` probes with their own points (``alpha`` (1, limit, i)).
+    """
     n, i = cfg.points, problem.dim_in
     k = cfg.directions or cfg.dim_sample
     alpha = problem.alpha(n, gen).to(device=device, dtype=dtype)
     dalpha, _ = sample_directions(n, k, i, cfg.dim_sample, cfg.direction_dist, gen, dtype, device)
     if cfg.target == "integral":
         dalpha = cfg.integral_step * dalpha
-    rows_a = alpha[:, None].expand(n, k, i).reshape(n * k, i).contiguous()
-    df, rows = directional_change(problem.f, rows_a, dalpha.reshape(n * k, i),
-                                  "fd" if cfg.target == "fd" else cfg.target,
-                                  step=1.0 if cfg.target == "integral" else cfg.fd_step,
-                                  scheme=cfg.fd_scheme)
-    return alpha[:, None], dalpha, df.reshape(n, k, -1), rows
+    alpha = alpha[:, None]
+    if limit is not None and limit < n * k:
+        if limit % k == 0:
+            alpha, dalpha = alpha[:limit // k], dalpha[:limit // k]
+        else:
+            alpha = alpha.expand(n, k, i).reshape(1, n * k, i)[:, :limit]
+            dalpha = dalpha.reshape(1, n * k, i)[:, :limit]
+    rows, kk = dalpha.shape[0], dalpha.shape[1]
+    rows_a = alpha.expand(rows, kk, i).reshape(rows * kk, i).contiguous()
+    df, f_rows = directional_change(problem.f, rows_a, dalpha.reshape(rows * kk, i),
+                                    "fd" if cfg.target == "fd" else cfg.target,
+                                    step=1.0 if cfg.target == "integral" else cfg.fd_step,
+                                    scheme=cfg.fd_scheme)
+    return alpha, dalpha, df.reshape(rows, kk, -1), f_rows
 
 
 def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress: bool = True,
@@ -202,14 +219,13 @@ def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress
         losses = []
         for _ in range(cfg.steps_per_epoch):
             if bank is None or not bank.full:
-                alpha, dalpha, df, rows = _draw_probes(problem, cfg, gen, dtype, device)
-                n_probes = dalpha.shape[0] * dalpha.shape[1]
+                # the step that fills the bank evaluates (and trains on) only the probes it stores
+                limit = None if bank is None else bank.budget - bank.size
+                alpha, dalpha, df, rows = _draw_probes(problem, cfg, gen, dtype, device, limit)
                 if bank is not None:
-                    n_probes = min(n_probes, bank.budget - bank.size)
-                    rows = rows * n_probes // (dalpha.shape[0] * dalpha.shape[1])
                     bank.add(alpha.expand_as(dalpha).flatten(0, 1), dalpha.flatten(0, 1),
                              df.flatten(0, 1))
-                jvp_evals += n_probes
+                jvp_evals += dalpha.shape[0] * dalpha.shape[1]
                 f_evals += rows
             else:
                 alpha, dalpha, df = bank.groups(cfg.points, k, gen)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..backward import TARGETS, BackwardSpec, make_mode
+from ..tracking import WANDB_MODES
 from .config import OPTIMIZERS, XorConfig
-from .tracking import WANDB_MODES
 
 __all__ = ["build_parser", "config_from_args", "grid_main", "parse_xor_args", "report_main",
            "run_main", "sweep_main"]
@@ -152,8 +152,8 @@ def run_main(argv: Sequence[str]) -> int:
         _set_threads(args.threads)
     except ValueError as err:
         return _fail("xor", err)
+    from ..tracking import Tracker
     from .results import write_run
-    from .tracking import Tracker
     from .train import run_xor
 
     tracker = Tracker(args.wandb, args.wandb_project, config.to_dict(), name=config.run_id,
@@ -199,7 +199,9 @@ def grid_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="gradsurrogate xor-grid", allow_abbrev=False,
         description="Run targets x modes x p x depths x seeds vectorised; re-running skips "
-                    "finished runs; writes OUT/report.md and figures at the end.")
+                    "finished runs; writes OUT/report.md and figures at the end. Sub-seeds "
+                    "given with --data-seed/--init-seed/--noise-seed stay fixed in every run; "
+                    "the others follow each of --seeds.")
     add_config_flags(parser, spec_flags=False)
     add_common_flags(parser, "runs/xor")
     parser.add_argument("--targets", type=_strs, default=list(DEFAULT_TARGETS))
@@ -217,8 +219,10 @@ def grid_main(argv: Sequence[str]) -> int:
     try:
         _set_threads(args.threads)
         base = config_from_args(args, BackwardSpec())
+        fixed = [name for name in ("data_seed", "init_seed", "noise_seed")
+                 if getattr(args, name) is not None]  # given sub-seeds stay fixed over --seeds
         configs = grid_configs(base, args.targets, args.modes, args.ps, args.depths,
-                               args.seeds, include_exact=not args.no_exact)
+                               args.seeds, include_exact=not args.no_exact, fixed_seeds=fixed)
         records = run_grid(configs, args.out, args.max_group, not args.sequential,
                            args.wandb, args.wandb_project)
     except ValueError as err:

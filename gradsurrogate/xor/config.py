@@ -113,7 +113,15 @@ class XorConfig:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
+    @property
+    def feedback_scale(self) -> float | None:
+        """The scale of ``weight='random[:scale]'`` (``None`` without random feedback)."""
+        weight = self.backward_spec().weight
+        return float(weight.scale) if isinstance(weight, RandomFeedback) else None
+
     def group_key(self) -> tuple[Any, ...]:
-        """Settings that runs stacked in one vectorised ensemble must share."""
+        """Settings that runs stacked in one vectorised ensemble must share (random feedback
+        cannot be mixed with other weight modes, nor with another feedback scale)."""
         return (self.depth, self.width, self.steps, self.optimizer, self.batch_size,
-                self.n_train, self.n_test, self.eval_every, self.diag_every, self.uses_feedback)
+                self.n_train, self.n_test, self.eval_every, self.diag_every,
+                self.feedback_scale)

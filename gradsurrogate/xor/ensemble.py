@@ -101,8 +101,9 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
     keys = {c.group_key() for c in configs}
     if len(keys) != 1:
         raise ValueError(f"configs stacked in one ensemble must share depth, width, steps, "
-                         f"optimizer, batch size, set sizes, eval/diag intervals and the use of "
-                         f"weight='random'; got {len(keys)} different groups: {sorted(keys)}")
+                         f"optimizer, batch size, set sizes, eval/diag intervals and the use "
+                         f"(and scale) of weight='random'; got {len(keys)} different groups: "
+                         f"{sorted(keys, key=repr)}")
     start = time.perf_counter()
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device or "cpu")

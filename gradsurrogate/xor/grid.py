@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backward import TARGETS, BackwardSpec, make_mode
+from ..tracking import Tracker
 from .config import XorConfig
 from .ensemble import run_ensemble
 from .results import finished_ids, read_results, write_run
-from .tracking import Tracker
 from .train import run_xor
 
 __all__ = ["DEFAULT_DEPTHS", "DEFAULT_MODES", "DEFAULT_PS", "DEFAULT_SEEDS", "DEFAULT_TARGETS",
@@ -34,6 +34,7 @@ DEFAULT_PS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.8, 1
 DEFAULT_DEPTHS: tuple[int, ...] = (2, 4)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 PARAMETRISED = ("flip", "blend")
+SUB_SEEDS: tuple[str, ...] = ("data_seed", "init_seed", "noise_seed")
 
 
 def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
@@ -48,16 +49,28 @@ def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
 def grid_configs(base: XorConfig, targets: Sequence[str] = DEFAULT_TARGETS,
                  modes: Sequence[str] = DEFAULT_MODES, ps: Sequence[float] = DEFAULT_PS,
                  depths: Sequence[int] = DEFAULT_DEPTHS, seeds: Sequence[int] = DEFAULT_SEEDS,
-                 include_exact: bool = True) -> list[XorConfig]:
+                 include_exact: bool = True, fixed_seeds: Iterable[str] | None = None
+                 ) -> list[XorConfig]:
     """Configs of the grid (plus one exact baseline per depth and seed when ``include_exact``).
 
+    Each run's ``seed`` is one of ``seeds``; its sub-seeds (``data_seed``, ``init_seed``,
+    ``noise_seed``) follow that seed, except those named in ``fixed_seeds``, which keep
+    ``base``'s value in every run (e.g. one data set for all seeds). ``fixed_seeds=None``: the
+    sub-seeds of ``base`` that differ from ``base.seed`` (i.e. were set explicitly) are fixed.
     Order: depth, then seed, then target, mode and p; duplicates are dropped.
     """
+    if fixed_seeds is None:
+        fixed = {name for name in SUB_SEEDS if getattr(base, name) != base.seed}
+    else:
+        fixed = set(fixed_seeds)
+        if not fixed <= set(SUB_SEEDS):
+            raise ValueError(f"unknown sub-seed(s) {sorted(fixed - set(SUB_SEEDS))} in "
+                             f"fixed_seeds; accepted: {', '.join(SUB_SEEDS)}")
+    follow = {name: None for name in SUB_SEEDS if name not in fixed}
     out: dict[str, XorConfig] = {}
     for depth in depths:
         for seed in seeds:
-            cfg = base.replace(depth=depth, seed=seed, data_seed=None, init_seed=None,
-                               noise_seed=None)
+            cfg = base.replace(depth=depth, seed=seed, **follow)
             if include_exact:
                 out.setdefault(cfg.replace(spec="exact").run_id, cfg.replace(spec="exact"))
             for target in targets:

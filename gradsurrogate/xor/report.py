@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backward import TARGETS, BackwardSpec
+from ..io import write_text_atomic
 from .results import read_curves, read_results
 from .train import BOUNDARY_LIM
 
@@ -310,8 +311,4 @@ def write_report(out_dir: str | Path, figures: str | Path | None = None) -> Path
     plot_acc_vs_p(rows, figures / "acc_vs_p.png")
     plot_curves(show, curves, figures / "curves.png")
     plot_boundaries(show, curves, figures / "boundaries.png")
-    path = out_dir / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(_markdown(rows, len(records), figures, out_dir))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(out_dir / "report.md", _markdown(rows, len(records), figures, out_dir))

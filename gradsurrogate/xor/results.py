@@ -2,23 +2,21 @@
 
 Each line is written by one ``os.write`` of the complete line to a file opened with
 ``O_APPEND``, then fsynced, so a killed process leaves either the whole line or nothing (a torn
-final line, should the OS ever leave one, is skipped on reading). The curves line of a run is
-written before its record, so every finished record has its curves.
+final line, should the OS ever leave one, is skipped on reading); see :mod:`gradsurrogate.io`.
+The curves line of a run is written before its record, so every finished record has its curves.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from ..io import append_jsonl_many, read_jsonl
 
 __all__ = [
     "CURVES",
     "RESULTS",
-    "append_jsonl",
     "finished_ids",
     "read_curves",
     "read_jsonl",
@@ -29,54 +27,11 @@ __all__ = [
 RESULTS, CURVES = "results.jsonl", "curves.jsonl"
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become ``None``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records as JSON lines atomically (one write per line, then fsync)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        for record in records:
-            line = json.dumps(_clean(record), allow_nan=False, separators=(",", ":")) + "\n"
-            data = line.encode()
-            written = os.write(fd, data)
-            if written != len(data):  # pragma: no cover - regular files write fully
-                raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn or unparsable line is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return
-    with path.open("rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                continue  # torn final line
-            try:
-                yield json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-
-
 def write_run(out_dir: str | Path, pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> None:
     """Append the curves, then the records, of finished runs ``(record, curves)``."""
     pairs = list(pairs)
-    append_jsonl(Path(out_dir) / CURVES, [c for _, c in pairs])
-    append_jsonl(Path(out_dir) / RESULTS, [r for r, _ in pairs])
+    append_jsonl_many(Path(out_dir) / CURVES, [c for _, c in pairs])
+    append_jsonl_many(Path(out_dir) / RESULTS, [r for r, _ in pairs])
 
 
 def read_results(out_dir: str | Path) -> list[dict[str, Any]]:

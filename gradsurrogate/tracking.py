@@ -1,4 +1,4 @@
-"""Optional W&B logging that never fails a run.
+"""Optional W&B logging that never fails a run (shared by the xor and restore CLIs).
 
 ``mode``: ``"disabled"`` (nothing), ``"offline"`` (files under ``WANDB_DIR``, sync later) or
 ``"online"``; ``None`` means offline unless an API key is configured (``WANDB_API_KEY`` or a
