@@ -143,15 +143,16 @@ def member_losses(
 
 def evaluate(net: DifferentialMLP, test: dict[str, Tensor]) -> dict[str, np.ndarray]:
     """Predictions on the test grid and MSEs (E, 3) for f, df/dx, d²f/dx² (float64)."""
-    dtype = next(net.parameters()).dtype
-    x = test["x"].to(dtype).expand(net.ensemble, *test["x"].shape)
+    param = next(net.parameters())
+    x = test["x"].to(param).expand(net.ensemble, *test["x"].shape)
     with torch.no_grad():
-        y, jac, hes = (t.double() for t in net(x, hessian=True))
+        y, jac, hes = (t.double().cpu() for t in net(x, hessian=True))
+    truth = {k: test[k].double().cpu() for k in ("f", "J", "H")}
     mse = torch.stack(
         [
-            (y - test["f"]).square().flatten(2).sum(-1).mean(-1),
-            (jac - test["J"]).square().flatten(2).sum(-1).mean(-1),
-            (hes - test["H"]).square().flatten(2).sum(-1).mean(-1),
+            (y - truth["f"]).square().flatten(2).sum(-1).mean(-1),
+            (jac - truth["J"]).square().flatten(2).sum(-1).mean(-1),
+            (hes - truth["H"]).square().flatten(2).sum(-1).mean(-1),
         ],
         dim=-1,
     )
