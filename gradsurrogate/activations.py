@@ -346,9 +346,46 @@ class ELU(Activation):
         return f"alpha={self.alpha}"
 
 
+class LeakyReLU(Activation):
+    """g = x (x > 0) else a·x; g' = 1 resp. a; g'' = 0 (JacNet's default hidden activation)."""
+
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def g(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+    def dg(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, self.negative_slope))
+
+    def d2g(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+
+class SiLU(Activation):
+    """g = x σ(x); g' = σ(1 + x(1 - σ)); g'' = σ(1 - σ)(2 + x(1 - 2σ))."""
+
+    name = "silu"
+
+    def g(self, x: Tensor) -> Tensor:
+        return F.silu(x)
+
+    def dg(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1 + x * (1 - s))
+
+    def d2g(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1 - s) * (2 + x * (1 - 2 * s))
+
+
 ACTIVATIONS: dict[str, type[Activation]] = {
     cls.name: cls
-    for cls in (Linear, ReLU, Softplus, Tanh, Cos, Cos2Pi, Sin, Sigmoid, GELU, ELU, Quad, Cubic)
+    for cls in (Linear, ReLU, LeakyReLU, Softplus, Tanh, Cos, Cos2Pi, Sin, Sigmoid, GELU, ELU,
+                SiLU, Quad, Cubic)
 }
 
 

@@ -20,6 +20,7 @@ PARAMS: list[tuple[str, dict[str, float]]] = [(name, {}) for name in ACTIVATIONS
     ("softplus", {"beta": 0.5}),
     ("softplus", {"beta": 7.0}),
     ("elu", {"alpha": 0.3}),
+    ("leaky_relu", {"negative_slope": 0.2}),
     ("cos", {"freq": 3.0}),
     ("sin", {"freq": 0.5}),
 ]
@@ -64,6 +65,8 @@ def test_values_match_torch_builtins() -> None:
         "sin": torch.sin(x),
         "quad": 0.5 * torch.relu(x) ** 2,
         "cubic": torch.relu(x) ** 3 / 6,
+        "leaky_relu": F.leaky_relu(x, 0.01),
+        "silu": F.silu(x),
     }
     assert set(cases) == set(ACTIVATIONS)
     for name, want in cases.items():

@@ -210,7 +210,7 @@ def test_cli_rejects_unknown_experiment(capsys: pytest.CaptureFixture[str]) -> N
     (["abs", "--figure-seed", "-1"], "--figure-seed must be >= 0; got -1"),
     (["all", "--steps", "0"], "--steps must be >= 1; got 0"),
     (["exp", "--lr", "0"], "--lr must be positive; got 0.0"),
-    (["2d", "--activation", "swish"], "unknown activation 'swish'; accepted: leaky_relu"),
+    (["2d", "--activation", "swish"], "unknown activation 'swish'; registered: cos, cos2pi"),
 ])
 def test_cli_bad_values_exit_2_with_a_message(tmp_path, capsys: pytest.CaptureFixture[str],
                                               argv: list[str], message: str) -> None:

@@ -1,6 +1,6 @@
 """JacNet: functions learned through structured Jacobians (Lorraine & Hossain, 2019)."""
 
-from .model import ACTIVATIONS, JacNet, make_activation
+from .model import JacNet
 from .structures import (
     STRUCTURES,
     Complex,
@@ -14,7 +14,6 @@ from .structures import (
 )
 
 __all__ = [
-    "ACTIVATIONS",
     "STRUCTURES",
     "Complex",
     "Conservative",
@@ -25,5 +24,4 @@ __all__ = [
     "Orientation",
     "Structure",
     "get_structure",
-    "make_activation",
 ]

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from gradsurrogate.activations import get_activation
+
 from ..io import write_json_atomic
 from .exp1d import Config1D, run_1d, summary_rows
 from .figures import figure_1d, figure_2d
-from .model import make_activation
 from .plane import Config2D, run_2d
 from .training import METHODS
 
@@ -126,7 +127,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= {low}; got {value}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be positive; got {args.lr}")
-    make_activation(args.activation)  # unknown name: ValueError listing the accepted ones
+    get_activation(args.activation)  # unknown name: ValueError listing the accepted ones
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,21 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gradsurrogate.activations import get_activation
 from gradsurrogate.integrate import IntegralResult, line_integral, solve_path_ode
 
 from .structures import get_structure
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "leaky_relu": nn.LeakyReLU, "relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus,
-    "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
-}
-
-
-def make_activation(name: str) -> nn.Module:
-    """A fresh ``torch.nn`` activation by name; ``ValueError`` lists the accepted names."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; accepted: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
 
 
 class JacNet(nn.Module):
@@ -38,7 +27,8 @@ class JacNet(nn.Module):
         hidden, depth: width and number of hidden layers of the raw MLP.
         structure: registry name (``none``, ``invertible``, ``orientation``, ``lipschitz``,
             ``complex``, ``conservative``); ``structure_opts`` go to it (``eps``, ``k``, ``bound``).
-        activation: hidden activation (``torch.nn``; ``leaky_relu`` as in the reference).
+        activation: hidden activation, a name in ``gradsurrogate.activations`` (``leaky_relu`` as
+            in the reference).
         x0, y0: anchor ``(i,)``/``(o,)``; default zeros. ``learn_y0`` makes ``y0`` a parameter.
         method, integrator_opts: default integrator for ``forward`` (Gauss–Legendre).
     """
@@ -70,7 +60,7 @@ class JacNet(nn.Module):
         layers: list[nn.Module] = []
         width = d_in
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), make_activation(activation)]
+            layers += [nn.Linear(width, hidden), get_activation(activation)]
             width = hidden
         layers.append(nn.Linear(width, self.structure.n_raw, bias=self.structure.raw_bias))
         self.net = nn.Sequential(*layers)
