@@ -11,10 +11,8 @@ into ``--out``. Defaults are the reference's setting; ``--quick`` is a CI-sized 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 
 from gradsurrogate.activations import ACTIVATIONS
 from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, ExperimentConfig, run_experiment
+from gradsurrogate.tracking import Tracker
 
 __all__ = ["build_parser", "main"]
 
@@ -47,33 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report unfinished runs from their checkpoints (marked)")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--wandb", choices=["disabled", "offline", "online"], default=None,
-                   help="default: offline if wandb is installed and no API key, else disabled")
+                   help="default: offline unless a W&B API key is configured")
     return p
-
-
-def _wandb_logger(mode: str | None, config: dict) -> tuple[Callable[[dict], None] | None, object]:
-    """A logging callback that never raises (W&B failures must not fail a run)."""
-    try:
-        import wandb
-    except ImportError:
-        return None, None
-    if mode is None:
-        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    if mode == "disabled":
-        return None, None
-    try:
-        run = wandb.init(project="gradsurrogate-diffnet", mode=mode, config=config)
-    except Exception as err:
-        print(f"wandb disabled ({err})")
-        return None, None
-
-    def log(metrics: dict) -> None:
-        try:
-            run.log(metrics)
-        except Exception:
-            pass
-
-    return log, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,15 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {k: v for k, v in (("epochs", args.epochs), ("width", args.width),
                                            ("n_train", args.n_train)) if v is not None}
             cfg = replace(cfg, **overrides)
-            log, run = _wandb_logger(args.wandb, {"problem": name, **vars(args)})
+            tracker = Tracker(args.wandb, "gradsurrogate-diffnet", {"problem": name, **vars(args)},
+                              name=f"diffnet-{name}")
             try:
-                results[name] = run_experiment(cfg, out, log)
+                results[name] = run_experiment(cfg, out, tracker.log)
             finally:
-                if run is not None:
-                    try:
-                        run.finish()
-                    except Exception:
-                        pass
+                tracker.finish()
     from gradsurrogate.diffnet.report import write_report
 
     command = "gradsurrogate diffnet " + shlex.join(sys.argv[1:] if argv is None else argv)
