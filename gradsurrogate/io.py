@@ -4,7 +4,8 @@
   single ``os.write`` to a file opened with ``O_APPEND``, then flushed and fsynced, so a killed
   process leaves the whole line or nothing; should a torn last line ever appear, the reader
   skips it (and any other line that does not parse).
-* Whole files (``write_json_atomic`` / ``write_text_atomic``): written to a temporary file in
+* Whole files (``write_json_atomic`` / ``write_text_atomic`` / ``atomic_path`` for writers that
+  take a path): written to a temporary file in
   the target's folder, fsynced, then ``os.replace``-d over the target, so readers see the old or
   the new file, never a partial one.
 
@@ -14,16 +15,17 @@ as ``null``, never as the bare ``NaN``/``Infinity`` tokens other JSON readers re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_jsonl", "append_jsonl_many", "json_safe", "read_jsonl", "write_json_atomic",
-           "write_text_atomic"]
+__all__ = ["append_jsonl", "append_jsonl_many", "atomic_path", "json_safe", "read_jsonl",
+           "write_json_atomic", "write_text_atomic"]
 
 
 def json_safe(value: Any) -> Any:
@@ -89,16 +91,18 @@ def read_jsonl(path: str | Path) -> list[Any]:
     return out
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Replace ``path`` by ``text`` (UTF-8) atomically: temp file in the same folder, fsync,
-    ``os.replace``. Creates the parent folders; returns ``path``."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and ``os.replace`` it over
+    ``path`` (on error remove it). For writers that take a path (``torch.save``,
+    ``np.savez``, ``savefig``); ``suffix`` keeps an extension such writers insist on."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -106,7 +110,14 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Replace ``path`` by ``text`` (UTF-8) atomically (see :func:`atomic_path`); creates the
+    parent folders; returns ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = None) -> Path:

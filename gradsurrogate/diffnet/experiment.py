@@ -20,7 +20,6 @@ Each (problem, activation) result is stored as ``<out>/<problem>_<activation>.np
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -32,6 +31,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gradsurrogate.diffnet.model import DifferentialMLP
+from gradsurrogate.io import atomic_path
 
 __all__ = [
     "LOSSES", "PROBLEMS", "ExperimentConfig", "Problem", "evaluate_checkpoint", "run_experiment",
@@ -277,8 +277,8 @@ def train_one(
         if ckpt is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             state = {"tag": tag, "epoch": epoch + 1, "history": history, "rng": gen.get_state(),
                      "models": [(n.state_dict(), o.state_dict()) for n, o in zip(nets, opts)]}
-            torch.save(state, ckpt.with_name(ckpt.name + ".tmp"))
-            os.replace(ckpt.with_name(ckpt.name + ".tmp"), ckpt)
+            with atomic_path(ckpt) as tmp:
+                torch.save(state, tmp)
         if log is not None:
             log({f"{activation}/{loss}/train": float(v)
                  for loss, v in zip(cfg.losses, history[epoch])} | {"epoch": epoch})
@@ -289,12 +289,6 @@ def train_one(
         seconds=np.array(time.perf_counter() - t0),
     )
     return result
-
-
-def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def result_path(
@@ -327,7 +321,8 @@ def run_experiment(
         res = train_one(cfg, activation, log, checkpoint=ckpt)
         res["losses"] = np.array(cfg.losses)
         res["config"] = np.array(settings)
-        _save_atomic(path, res)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **res)
         ckpt.unlink(missing_ok=True)
         results[activation] = res
     return results

@@ -3,7 +3,6 @@ the results written by :func:`gradsurrogate.diffnet.experiment.run_experiment`."
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, evaluate_checkpoint, result_path
+from gradsurrogate.io import atomic_path, write_text_atomic
 
 _PER_MEMBER = ("mse", "y", "J", "H", "epoch", "finished")  # stored with a leading member axis
 
@@ -167,10 +167,9 @@ def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path
                     ax.set_ylabel(name)
         fig.colorbar(im, ax=axes, shrink=0.6)
     fig.suptitle(title)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90 if PROBLEMS[problem].n_in == 1 else 64)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90 if PROBLEMS[problem].n_in == 1 else 64)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
@@ -190,7 +189,5 @@ def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
             for activation, res in results.items():
                 plot_problem(problem, activation, res, out / f"{problem}_{activation}.png")
     text = "\n".join(parts)
-    tmp = out / "table.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "table.md")
+    write_text_atomic(out / "table.md", text)
     return text
