@@ -26,14 +26,6 @@ from gradsurrogate.integrate import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (on a loaded 2-core machine, 2 threads stall)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def poly_jac(coef: torch.Tensor):
     """1-d ``p(x) = Σ_k coef_k x^k``; returns ``(p, jac)`` with ``jac (B, 1) -> (B, 1, 1)``."""

@@ -13,14 +13,6 @@ from gradsurrogate.jacnet import STRUCTURES, JacNet
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread (on a loaded 2-core machine, 2 threads stall)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def model(d_in: int, d_out: int, structure: str, seed: int, scale: float = 1.0, **kw) -> JacNet:
     torch.manual_seed(seed)

@@ -12,13 +12,6 @@ from gradsurrogate.xor.model import EnsembleXorMLP, XorMLP, init_params
 SHORT = dict(steps=40, eval_every=10, diag_every=20, n_train=256, n_test=512, batch_size=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def test_data_statistics_match_the_generative_model():
     sigma, noise, n = 0.5, 0.1, 40_000

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from gradsurrogate.io import append_jsonl_many
 from gradsurrogate.xor import XorConfig, default_grid, grid_configs, read_results, run_grid
@@ -18,13 +17,6 @@ from gradsurrogate.xor.results import finished_ids, read_jsonl
 
 TINY = dict(steps=12, eval_every=4, diag_every=6, n_train=64, n_test=64, batch_size=16, width=8)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_default_grid_is_the_destroy_experiment():
