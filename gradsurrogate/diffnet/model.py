@@ -64,7 +64,11 @@ class DifferentialMLP(nn.Module):
             batched computation (inputs then carry a leading E axis).
         w_init: ``"xavier_normal"`` (reference default), ``"orthogonal"`` or ``"sparse"``;
             ``gain_hidden`` / ``gain_output`` are the gains (std for sparse; a gain ≤ 0 means
-            the torch-recommended gain for relu / linear); ``p_sparse`` the sparsity.
+            the torch-recommended gain for relu / linear); ``p_sparse`` the sparsity. The
+            default hidden gain is √2, divided by the frequency ω of a periodic activation
+            (``cos2pi``: ω = 2π), so the phase ω·a has the spread a gain-√2 net gives ``a``;
+            without it the cos(2πx) nets start high-frequency and their derivatives stay
+            noisy (2-d Type 1, 60 epochs: ∂f MSE 1.2e-2 at gain √2 vs 1.8e-5 at 0.25).
         b_init: constant bias initialisation (reference: 0.1).
         mode, hessian_mode: default Jacobian / Hessian schemes (``"auto"``, ``"forward"``,
             ``"reverse"``); can be overridden per call.
@@ -83,7 +87,7 @@ class DifferentialMLP(nn.Module):
         ensemble: int | None = None,
         w_init: str = "xavier_normal",
         b_init: float = 0.1,
-        gain_hidden: float = math.sqrt(2.0),
+        gain_hidden: float | None = None,
         gain_output: float = 1.0,
         p_sparse: float = 0.2,
         mode: str = "auto",
@@ -107,6 +111,8 @@ class DifferentialMLP(nn.Module):
         self.hessian_mode = _check_mode(hessian_mode, HESSIAN_MODES, "Hessian")
         self.activation = get_activation(activation, **(activation_params or {}))
         self.w_init, self.b_init = w_init, float(b_init)
+        if gain_hidden is None:
+            gain_hidden = math.sqrt(2.0) / float(getattr(self.activation, "freq", 1.0))
         self.gain_hidden, self.gain_output, self.p_sparse = gain_hidden, gain_output, p_sparse
 
         e = self.ensemble or 1
