@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["append_jsonl", "append_jsonl_many", "atomic_path", "json_safe", "read_jsonl",
-           "write_json_atomic", "write_text_atomic"]
+           "save_figure", "write_json_atomic", "write_text_atomic"]
 
 
 def json_safe(value: Any) -> Any:
@@ -110,6 +110,14 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """``fig.savefig`` atomically (format from ``path``'s suffix); returns ``path``."""
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

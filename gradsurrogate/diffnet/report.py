@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, evaluate_checkpoint, result_path
-from gradsurrogate.io import atomic_path, write_text_atomic
+from gradsurrogate.io import save_figure, write_text_atomic
 
 _PER_MEMBER = ("mse", "y", "J", "H", "epoch", "finished")  # stored with a leading member axis
 
@@ -167,8 +167,7 @@ def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path
                     ax.set_ylabel(name)
         fig.colorbar(im, ax=axes, shrink=0.6)
     fig.suptitle(title)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90 if PROBLEMS[problem].n_in == 1 else 64)
+    save_figure(fig, path, dpi=90 if PROBLEMS[problem].n_in == 1 else 64)
     plt.close(fig)
 
 

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from gradsurrogate.io import save_figure
+
 
 def _loss_panel(ax: Any, result: dict[str, Any], method: str) -> None:
     for role, color in (("structured", "C0"), ("baseline", "C3")):
@@ -61,7 +63,7 @@ def figure_1d(result: dict[str, Any], path: str) -> str:
     _loss_panel(axes[2], result, cfg["method"])
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path
 
@@ -95,6 +97,6 @@ def figure_2d(result: dict[str, Any], path: str) -> str:
     ax.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
+from ..io import save_figure
 from .losses import get_loss
 
 __all__ = ["loss_field", "plot_curves", "plot_jacobians", "plot_loss_fields"]
@@ -111,6 +112,6 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Pat
 def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path

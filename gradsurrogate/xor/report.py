@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backward import TARGETS, BackwardSpec
-from ..io import write_text_atomic
+from ..io import save_figure, write_text_atomic
 from .results import read_curves, read_results
 from .train import BOUNDARY_LIM
 
@@ -220,7 +220,7 @@ def plot_acc_vs_p(rows: list[dict[str, Any]], path: Path) -> None:
     uniq = dict(zip(labels, handles))
     fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=len(uniq), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -260,7 +260,7 @@ def plot_curves(rows: list[dict[str, Any]], curves: dict[str, Any], path: Path) 
         axes[1][j].set_ylim(0.3, 1.0)
     axes[1][0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -292,7 +292,7 @@ def plot_boundaries(rows: list[dict[str, Any]], curves: dict[str, Any], path: Pa
         ax.set_title(f"d{r['config']['depth']} {_label(r)}\nacc "
                      f"{_fmt(r['accs'][0])}", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
