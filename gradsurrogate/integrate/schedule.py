@@ -30,14 +30,18 @@ class ToleranceSchedule:
         """``atol + rtol · y_mag``."""
         return self.atol + self.rtol * abs(y_mag)
 
-    def step(self, loss: float, y_mag: float = 0.0) -> bool:
-        """Record the tolerances used; halve them if ``|loss| < threshold``. True if tightened."""
-        self.history.append((self.rtol, self.atol))
+    def anneal(self, loss: float, y_mag: float = 0.0) -> bool:
+        """Scale rtol and atol by ``factor`` if ``|loss| < threshold``. True if tightened."""
         if abs(float(loss)) < self.threshold(y_mag) and self.atol > self.min_tol:
             self.rtol *= self.factor
             self.atol *= self.factor
             return True
         return False
+
+    def step(self, loss: float, y_mag: float = 0.0) -> bool:
+        """Record the tolerances used; halve them if ``|loss| < threshold``. True if tightened."""
+        self.history.append((self.rtol, self.atol))
+        return self.anneal(loss, y_mag)
 
     def options(self) -> dict[str, Any]:
         return {"rtol": self.rtol, "atol": self.atol}
@@ -62,19 +66,15 @@ class NodeSchedule:
     min_tol: float = 1e-10
     history: list[tuple[int, float]] = field(default_factory=list)
 
-    def threshold(self, y_mag: float = 0.0) -> float:
-        return self.atol + self.rtol * abs(y_mag)
+    threshold = ToleranceSchedule.threshold
+    anneal = ToleranceSchedule.anneal
 
     def step(self, loss: float, y_mag: float = 0.0, error: float | None = None) -> bool:
         """Record ``(n, atol)``; halve the tolerance if ``|loss| <`` it; double ``n`` if the
         quadrature ``error`` estimate (max over points) exceeds the (new) tolerance, or, when no
         estimate is given, whenever the tolerance was halved. True if ``n`` grew."""
         self.history.append((self.n, self.atol))
-        tightened = False
-        if abs(float(loss)) < self.threshold(y_mag) and self.atol > self.min_tol:
-            self.rtol *= self.factor
-            self.atol *= self.factor
-            tightened = True
+        tightened = self.anneal(loss, y_mag)
         grow = tightened if error is None else float(error) > self.threshold(y_mag)
         if grow and self.n < self.max_n:
             self.n = min(2 * self.n, self.max_n)
