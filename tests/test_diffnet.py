@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -221,11 +222,37 @@ def test_quick_experiment_smoke(tmp_path: pytest.TempPathFactory) -> None:
     assert np.isfinite(res["mse"]).all() and res["mse"].shape == (3, 3)
 
 
-def test_training_resumes_from_checkpoint(tmp_path: pytest.TempPathFactory) -> None:
+def test_lr_schedules() -> None:
+    """constant = the reference's lr throughout; cosine falls monotonically from lr to r·lr
+    and is applied epoch by epoch (same first epoch, different second one)."""
+    from gradsurrogate.diffnet.experiment import ExperimentConfig, lr_at, train_one
+
+    const = ExperimentConfig(epochs=50)
+    assert {lr_at(const, e) for e in range(50)} == {1e-3}
+    cos = replace(const, schedule="cosine", lr_final=0.05)
+    lrs = np.array([lr_at(cos, e) for e in range(50)])
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(5e-5)
+    assert (np.diff(lrs) < 0).all()
+    assert lrs[25] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * 25 / 49))))
+    with pytest.raises(ValueError, match=r"'step'.*constant, cosine"):
+        ExperimentConfig(schedule="step")
+    with pytest.raises(ValueError, match=r"lr_final.*1\.5"):
+        ExperimentConfig(lr_final=1.5)
+    small = ExperimentConfig(problem="sin1d", width=8, n_train=512, epochs=2, lr=1e-2)
+    a = train_one(small, "tanh")["train_loss"]
+    b = train_one(replace(small, schedule="cosine", lr_final=1e-3), "tanh")["train_loss"]
+    np.testing.assert_array_equal(a[0], b[0])
+    assert (a[1] != b[1]).all()
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_training_resumes_from_checkpoint(
+    tmp_path: pytest.TempPathFactory, schedule: str
+) -> None:
     """An interrupted run resumed from its checkpoint ends exactly where an unbroken one does."""
     from gradsurrogate.diffnet.experiment import ExperimentConfig, train_one
 
-    cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=4)
+    cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=4, schedule=schedule)
     unbroken = train_one(cfg, "softplus")
 
     def crash_in_epoch_3(metrics: dict) -> None:

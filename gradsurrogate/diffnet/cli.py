@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 
 from gradsurrogate.activations import ACTIVATIONS
-from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, ExperimentConfig, run_experiment
+from gradsurrogate.diffnet.experiment import (
+    LOSSES,
+    PROBLEMS,
+    SCHEDULES,
+    ExperimentConfig,
+    run_experiment,
+)
 from gradsurrogate.tracking import Tracker
 
 __all__ = ["build_parser", "main"]
@@ -38,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, help=f"default {defaults.width}")
     p.add_argument("--n-train", type=int, default=None, help=f"default {defaults.n_train}")
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                   help="learning-rate schedule (reference: constant)")
+    p.add_argument("--lr-final", type=float, default=defaults.lr_final,
+                   help="cosine schedule: final lr as a fraction of the initial one")
     p.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--report-only", action="store_true",
@@ -60,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for name in problems:
             cfg = ExperimentConfig(problem=name, activations=tuple(args.activations),
-                                   losses=tuple(args.losses), seed=args.seed, dtype=args.dtype)
+                                   losses=tuple(args.losses), seed=args.seed, dtype=args.dtype,
+                                   schedule=args.schedule, lr_final=args.lr_final)
             cfg = cfg.quick() if args.quick else cfg
             overrides = {k: v for k, v in (("epochs", args.epochs), ("width", args.width),
                                            ("n_train", args.n_train)) if v is not None}

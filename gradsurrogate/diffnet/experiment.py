@@ -34,11 +34,29 @@ from gradsurrogate.diffnet.model import DifferentialMLP
 from gradsurrogate.io import atomic_path
 
 __all__ = [
-    "LOSSES", "PROBLEMS", "ExperimentConfig", "Problem", "evaluate_checkpoint", "run_experiment",
+    "LOSSES",
+    "PROBLEMS",
+    "SCHEDULES",
+    "ExperimentConfig",
+    "Problem",
+    "evaluate_checkpoint",
+    "lr_at",
+    "run_experiment",
     "train_one",
 ]
 
 LOSSES = ("type1", "type2", "hessian")
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_at(cfg: ExperimentConfig, epoch: int) -> float:
+    """Learning rate of ``epoch`` (0-based): ``cfg.lr`` throughout for ``"constant"`` (the
+    reference); for ``"cosine"``, lr·(r + (1 - r)·½(1 + cos(π e / (E - 1)))) with
+    r = ``lr_final``, i.e. from lr at the first epoch down to r·lr at the last."""
+    if cfg.schedule == "constant" or cfg.epochs < 2:
+        return cfg.lr
+    frac = 0.5 * (1.0 + math.cos(math.pi * epoch / (cfg.epochs - 1)))
+    return cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * frac)
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,8 @@ class ExperimentConfig:
     noise: float = 1e-3
     seed: int = 42
     dtype: str = "float32"
+    schedule: str = "constant"  # reference: constant lr; "cosine": decay to lr·lr_final
+    lr_final: float = 1e-2
 
     def quick(self) -> ExperimentConfig:
         return replace(self, width=32, n_train=1024, epochs=3)
@@ -96,6 +116,12 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.problem not in PROBLEMS:
             raise ValueError(f"unknown problem {self.problem!r}; accepted: {', '.join(PROBLEMS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}"
+            )
+        if not 0.0 < self.lr_final <= 1.0:
+            raise ValueError(f"lr_final must lie in (0, 1], got {self.lr_final!r}")
         bad = [loss for loss in self.losses if loss not in LOSSES]
         if bad or not self.losses:
             raise ValueError(f"unknown losses {bad or self.losses!r}; accepted: {LOSSES}")
@@ -252,6 +278,9 @@ def train_one(
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.problem}/{activation}", disable=None)
     for epoch in bar:
+        for opt in opts:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, epoch)
         perm = torch.randperm(cfg.n_train, generator=gen)
         total = torch.zeros(len(order), dtype=torch.float64)
         for b in range(n_batches):
