@@ -234,6 +234,12 @@ def test_lr_schedules() -> None:
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(5e-5)
     assert (np.diff(lrs) < 0).all()
     assert lrs[25] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * 25 / 49))))
+    tuned = ExperimentConfig().with_recipe("tuned")
+    assert (tuned.amsgrad, tuned.schedule) == (False, "cosine")
+    assert lr_at(tuned, 499) == pytest.approx(3e-6)
+    assert ExperimentConfig().with_recipe("reference") == ExperimentConfig()
+    with pytest.raises(ValueError, match=r"'fast'.*reference, tuned"):
+        ExperimentConfig().with_recipe("fast")
     with pytest.raises(ValueError, match=r"'step'.*constant, cosine"):
         ExperimentConfig(schedule="step")
     with pytest.raises(ValueError, match=r"lr_final.*1\.5"):

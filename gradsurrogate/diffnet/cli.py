@@ -22,6 +22,7 @@ from gradsurrogate.activations import ACTIVATIONS
 from gradsurrogate.diffnet.experiment import (
     LOSSES,
     PROBLEMS,
+    RECIPES,
     SCHEDULES,
     ExperimentConfig,
     run_experiment,
@@ -44,10 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, help=f"default {defaults.width}")
     p.add_argument("--n-train", type=int, default=None, help=f"default {defaults.n_train}")
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
-                   help="learning-rate schedule (reference: constant)")
-    p.add_argument("--lr-final", type=float, default=defaults.lr_final,
+    p.add_argument("--recipe", choices=RECIPES, default="reference",
+                   help="optimiser settings: the reference's (AMSGrad, constant lr 1e-3) or "
+                        "tuned (Adam, lr 3e-3 cosine-annealed to 3e-6); flags below override")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate")
+    p.add_argument("--no-amsgrad", dest="amsgrad", action="store_const", const=False,
+                   default=None, help="plain Adam instead of AMSGrad")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule")
+    p.add_argument("--lr-final", type=float, default=None,
                    help="cosine schedule: final lr as a fraction of the initial one")
+    p.add_argument("--gain-hidden", type=float, default=None,
+                   help="xavier gain of the hidden layers (default √2, or √2/ω if periodic)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--report-only", action="store_true",
@@ -71,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in problems:
             cfg = ExperimentConfig(problem=name, activations=tuple(args.activations),
                                    losses=tuple(args.losses), seed=args.seed, dtype=args.dtype,
-                                   schedule=args.schedule, lr_final=args.lr_final)
+                                   gain_hidden=args.gain_hidden).with_recipe(args.recipe)
             cfg = cfg.quick() if args.quick else cfg
-            overrides = {k: v for k, v in (("epochs", args.epochs), ("width", args.width),
-                                           ("n_train", args.n_train)) if v is not None}
+            overrides = {k: getattr(args, k) for k in ("epochs", "width", "n_train", "lr",
+                                                       "amsgrad", "schedule", "lr_final")
+                         if getattr(args, k) is not None}
             cfg = replace(cfg, **overrides)
             tracker = Tracker(args.wandb, "gradsurrogate-diffnet", {"problem": name, **vars(args)},
                               name=f"diffnet-{name}")
