@@ -2,9 +2,11 @@
 
 Trains (resumably) every requested activation × loss variant, then writes ``table.md``
 (reference format, next to the reference's numbers) and one PNG per problem × activation
-into ``--out``. Defaults are the reference's setting; ``--quick`` is a CI-sized run.
+into ``--out``. Defaults are the reference's setting; ``--recipe tuned`` swaps its AMSGrad
+at constant lr for plain Adam with a cosine-annealed lr; ``--quick`` is a CI-sized run.
 
     gradsurrogate diffnet --problem all --out runs/diffnet
+    gradsurrogate diffnet --problem all --recipe tuned --out runs/diffnet_tuned
     gradsurrogate diffnet --problem sin1d --activations relu tanh --quick
 """
 
