@@ -277,3 +277,20 @@ def test_training_resumes_from_checkpoint(
     resumed = train_one(cfg, "softplus", checkpoint=ckpt, checkpoint_every=2)
     np.testing.assert_array_equal(resumed["mse"], unbroken["mse"])
     np.testing.assert_array_equal(resumed["train_loss"], unbroken["train_loss"])
+
+
+def test_table_with_activations_at_different_stages() -> None:
+    """One activation with all losses, another with only Type 1 / 2 (a split run half done):
+    the missing cells read "–", the counts cover the cells that exist."""
+    from gradsurrogate.diffnet.report import format_table
+
+    def res(losses: list[str], value: float) -> dict[str, np.ndarray]:
+        e = len(losses)
+        return {"losses": np.array(losses), "mse": np.full((e, 3), value),
+                "finished": np.ones(e, bool), "epoch": np.full(e, 500)}
+
+    results = {"relu": res(["type1", "type2", "hessian"], 1.0), "tanh": res(["hessian"], 1e-9)}
+    table, wins, compared = format_table("sin1d", results)
+    assert "Type 1 Loss / TanH (not run)" in table and "Hessian Loss / ReLu |" in table
+    assert (wins, compared) == (0, 6)  # relu: 6 compared cells at 1.0; tanh: hessian only
+    assert table.splitlines()[2].count("–") == 2  # f row: tanh type1, type2

@@ -91,11 +91,15 @@ def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tup
     by the reference's row. Returns (markdown, cells at or below the reference, cells compared).
     """
     acts = [a for a in DISPLAY if a in results] + [a for a in results if a not in DISPLAY]
-    losses = [str(x) for x in next(iter(results.values()))["losses"]] if results else []
+    have = {act: [str(x) for x in results[act]["losses"]] for act in acts}
+    losses = [loss for loss in LOSSES if any(loss in h for h in have.values())]
     cols = [(loss, act) for loss in losses for act in acts]
+
     def header(loss: str, act: str) -> str:
         res = results[act]
-        row = [str(x) for x in res["losses"]].index(loss)
+        if loss not in have[act]:
+            return f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)} (not run)"
+        row = have[act].index(loss)
         unfinished = not bool(res["finished"][row])
         note = f" (epoch {int(res['epoch'][row])}, unfinished)" if unfinished else ""
         return f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}{note}"
@@ -106,9 +110,12 @@ def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tup
     for k, metric in enumerate(METRICS):
         ours, ref = [f"**{metric}**"], [f"↳ reference {metric}"]
         for loss, act in cols:
-            row = [str(x) for x in results[act]["losses"]].index(loss)
-            value = float(results[act]["mse"][row][k])
             target = REFERENCE.get(problem, {}).get(loss, {}).get(act)
+            if loss not in have[act]:
+                ours.append("–")
+                ref.append(f"{target[k]:.3e}" if target is not None else "–")
+                continue
+            value = float(results[act]["mse"][have[act].index(loss)][k])
             mark = ""
             if target is not None:
                 compared += 1
