@@ -294,3 +294,24 @@ def test_table_with_activations_at_different_stages() -> None:
     assert "Type 1 Loss / TanH (not run)" in table and "Hessian Loss / ReLu |" in table
     assert (wins, compared) == (0, 6)  # relu: 6 compared cells at 1.0; tanh: hessian only
     assert table.splitlines()[2].count("–") == 2  # f row: tanh type1, type2
+
+
+def test_several_initialisations_per_loss(tmp_path: pytest.TempPathFactory) -> None:
+    """inits=K trains K independently initialised members per loss on the same batches:
+    the first one is reported as usual, all K land in ``mse_inits`` and a spread table."""
+    from gradsurrogate.diffnet.experiment import ExperimentConfig, run_experiment, train_one
+    from gradsurrogate.diffnet.report import write_report
+
+    cfg = ExperimentConfig(problem="sin1d", width=8, n_train=512, epochs=2, inits=3,
+                           losses=("type1", "type2", "hessian"), activations=("tanh",))
+    res = train_one(cfg, "tanh")
+    assert res["mse"].shape == (3, 3) and res["mse_inits"].shape == (3, 3, 3)
+    np.testing.assert_array_equal(res["mse"], res["mse_inits"][:, 0])
+    assert np.unique(res["mse_inits"][:, :, 0]).size == 9  # different initialisations
+    assert res["train_loss"].shape == (2, 3) and res["y"].shape[0] == 3
+    run_experiment(cfg, tmp_path)
+    text = write_report(tmp_path, ["sin1d"], figures=False)
+    assert "Median [min, max] over 3 initialisations" in text
+    assert "medians at or below the reference" in text
+    with pytest.raises(ValueError, match="inits must be a positive integer, got 0"):
+        ExperimentConfig(inits=0)

@@ -111,6 +111,7 @@ class ExperimentConfig:
     amsgrad: bool = True
     schedule: str = "constant"  # reference: constant lr; "cosine": decay to lr·lr_final
     lr_final: float = 1e-2
+    inits: int = 1  # independently initialised members per loss (seed spread on one data set)
 
     def with_recipe(self, name: str) -> ExperimentConfig:
         """This config with the optimiser settings of recipe ``name`` (see :data:`RECIPES`)."""
@@ -128,6 +129,8 @@ class ExperimentConfig:
             raise ValueError(
                 f"unknown schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}"
             )
+        if not (isinstance(self.inits, int) and self.inits >= 1):
+            raise ValueError(f"inits must be a positive integer, got {self.inits!r}")
         if not 0.0 < self.lr_final <= 1.0:
             raise ValueError(f"lr_final must lie in (0, 1], got {self.lr_final!r}")
         bad = [loss for loss in self.losses if loss not in LOSSES]
@@ -216,7 +219,8 @@ def _build(
     nets = [
         DifferentialMLP(
             problem.n_in, 1, width=cfg.width, depth=cfg.depth or problem.depth,
-            activation=activation, ensemble=len(g), generator=gen, gain_hidden=cfg.gain_hidden,
+            activation=activation, ensemble=len(g) * cfg.inits, generator=gen,
+            gain_hidden=cfg.gain_hidden,
             dtype=getattr(torch, cfg.dtype),
         )
         for g in groups
@@ -232,9 +236,19 @@ def _build(
 def _merge_groups(
     cfg: ExperimentConfig, groups: list[tuple[str, ...]], evals: list[dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
+    """Member results (loss-major, ``cfg.inits`` members per loss) in ``cfg.losses`` order:
+    every key keeps the first initialisation of each loss; with ``inits`` > 1, ``mse_inits``
+    (E, inits, 3) holds the MSEs of all of them."""
     order = [loss for g in groups for loss in g]
     pick = [order.index(loss) for loss in cfg.losses]
-    return {k: np.concatenate([ev[k] for ev in evals])[pick] for k in evals[0]}
+    merged = {}
+    for k in evals[0]:
+        arr = np.concatenate([ev[k] for ev in evals])
+        arr = arr.reshape(len(order), cfg.inits, *arr.shape[1:])[pick]
+        merged[k] = arr[:, 0]
+        if k == "mse" and cfg.inits > 1:
+            merged["mse_inits"] = arr
+    return merged
 
 
 def evaluate_checkpoint(path: str | Path) -> tuple[ExperimentConfig, str, dict[str, np.ndarray]]:
@@ -273,7 +287,9 @@ def train_one(
 
     Result keys: ``mse`` (E, 3), test predictions ``y``/``J``/``H`` (E, B, ...), the test
     inputs ``x`` and truths ``f_true``/``J_true``/``H_true``, per-epoch mean training loss
-    ``train_loss`` (epochs, E), and ``seconds``.
+    ``train_loss`` (epochs, E; the mean over initialisations), and ``seconds``. With
+    ``cfg.inits`` > 1, every loss trains ``inits`` independently initialised members on the
+    same batches: the keys above hold the first of them, ``mse_inits`` (E, inits, 3) all.
     """
     problem = PROBLEMS[cfg.problem]
     dtype = getattr(torch, cfg.dtype)
@@ -300,21 +316,22 @@ def train_one(
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, epoch)
         perm = torch.randperm(cfg.n_train, generator=gen)
-        total = torch.zeros(len(order), dtype=torch.float64)
+        total = torch.zeros(len(order) * cfg.inits, dtype=torch.float64)
         for b in range(n_batches):
             idx = perm[b * cfg.batch : (b + 1) * cfg.batch]
             batch = {k: v[idx] for k, v in train.items()}
             parts = []
             for g, net, opt in zip(groups, nets, opts):
                 need_h = "hessian" in g
-                out = net(batch["x"].expand(len(g), *batch["x"].shape), hessian=need_h)
-                per_member = member_losses(out if need_h else (*out, None), batch, g)
+                members = tuple(loss for loss in g for _ in range(cfg.inits))
+                out = net(batch["x"].expand(len(members), *batch["x"].shape), hessian=need_h)
+                per_member = member_losses(out if need_h else (*out, None), batch, members)
                 opt.zero_grad(set_to_none=True)
                 per_member.sum().backward()
                 opt.step()
                 parts.append(per_member.detach())
             total += torch.cat(parts).double()
-        mean = (total / n_batches).numpy()
+        mean = (total / n_batches).numpy().reshape(len(order), cfg.inits).mean(1)
         history[epoch] = [mean[order.index(loss)] for loss in cfg.losses]
         losses_txt = " ".join(f"{v:.1e}" for v in history[epoch])
         bar.set_postfix(loss=losses_txt)

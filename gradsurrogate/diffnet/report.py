@@ -14,9 +14,12 @@ import numpy as np
 from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, evaluate_checkpoint, result_path
 from gradsurrogate.io import save_figure, write_text_atomic
 
-_PER_MEMBER = ("mse", "y", "J", "H", "epoch", "finished")  # stored with a leading member axis
+# stored with a leading member axis
+_PER_MEMBER = ("mse", "mse_inits", "y", "J", "H", "epoch", "finished")
 
-__all__ = ["REFERENCE", "format_table", "load_results", "plot_problem", "write_report"]
+__all__ = [
+    "REFERENCE", "format_spread", "format_table", "load_results", "plot_problem", "write_report",
+]
 
 DISPLAY = {"relu": "ReLu", "softplus": "SoftPlus", "tanh": "TanH", "cos2pi": "Cos"}
 LOSS_NAMES = {"type1": "Type 1 Loss", "type2": "Type 2 Loss", "hessian": "Hessian Loss"}
@@ -80,7 +83,11 @@ def load_results(
     results = {}
     for activation, by_loss in parts.items():
         losses = [loss for loss in LOSSES if loss in by_loss]
-        merged = {k: np.stack([by_loss[loss][k] for loss in losses]) for k in _PER_MEMBER}
+        merged = {}
+        for k in _PER_MEMBER:
+            values = [by_loss[loss].get(k) for loss in losses]
+            if all(v is not None for v in values) and len({v.shape for v in values}) == 1:
+                merged[k] = np.stack(values)  # mse_inits only where every loss has as many
         shared = {k: v for k, v in by_loss[losses[0]].items() if k not in _PER_MEMBER}
         results[activation] = {**shared, **merged, "losses": np.array(losses)}
     return results
@@ -126,6 +133,36 @@ def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tup
             ref.append(f"{target[k]:.3e}" if target is not None else "–")
         lines += ["| " + " | ".join(ours) + " |", "| " + " | ".join(ref) + " |"]
     return "\n".join(lines), wins, compared
+
+
+def format_spread(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tuple[str, int, int]:
+    """Seed-spread table for runs with several initialisations per loss (``inits`` > 1):
+    each cell "median [min, max]" over the initialisations; ✓ where the median is at or below
+    the reference. Returns (markdown, ✓ cells, cells compared); empty if no run has spread."""
+    acts = [a for a in [*DISPLAY, *results] if a in results and "mse_inits" in results[a]]
+    have = {act: [str(x) for x in results[act]["losses"]] for act in dict.fromkeys(acts)}
+    cols = [(loss, act) for loss in LOSSES for act in have if loss in have[act]]
+    if not cols:
+        return "", 0, 0
+    k_inits = {results[act]["mse_inits"].shape[1] for _, act in cols}
+    head = ["", *(f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}" for loss, act in cols)]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    wins = compared = 0
+    for k, metric in enumerate(METRICS):
+        row = [f"**{metric}**"]
+        for loss, act in cols:
+            draws = results[act]["mse_inits"][have[act].index(loss)]
+            med, lo, hi = np.median(draws[:, k]), draws[:, k].min(), draws[:, k].max()
+            target = REFERENCE.get(problem, {}).get(loss, {}).get(act)
+            mark = ""
+            if target is not None:
+                compared += 1
+                wins += bool(med <= target[k])
+                mark = " ✓" if med <= target[k] else ""
+            row.append(f"{med:.2e} [{lo:.1e}, {hi:.1e}]{mark}")
+        lines.append("| " + " | ".join(row) + " |")
+    n = "/".join(str(x) for x in sorted(k_inits))
+    return f"Median [min, max] over {n} initialisations:\n\n" + "\n".join(lines), wins, compared
 
 
 def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path: Path) -> None:
@@ -191,6 +228,10 @@ def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
         table, wins, compared = format_table(problem, results)
         parts.append(f"### {TITLES[problem]}\n\n{table}\n\n"
                      f"{wins} of {compared} cells at or below the reference (✓).\n")
+        spread, s_wins, s_compared = format_spread(problem, results)
+        if spread:
+            parts.append(f"{spread}\n\n{s_wins} of {s_compared} medians at or below the "
+                         "reference (✓).\n")
         if figures:
             for activation, res in results.items():
                 plot_problem(problem, activation, res, out / f"{problem}_{activation}.png")
