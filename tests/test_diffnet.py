@@ -315,3 +315,10 @@ def test_several_initialisations_per_loss(tmp_path: pytest.TempPathFactory) -> N
     assert "medians at or below the reference" in text
     with pytest.raises(ValueError, match="inits must be a positive integer, got 0"):
         ExperimentConfig(inits=0)
+    from gradsurrogate.diffnet.cli import main
+
+    argv = ["--quick", "--problem", "sin1d", "--activations", "tanh", "--epochs", "1",
+            "--n-train", "256", "--inits", "2", "--out", str(tmp_path / "cli"),
+            "--wandb", "disabled", "--no-figures"]
+    assert main(argv) == 0
+    assert "over 2 initialisations" in (tmp_path / "cli" / "table.md").read_text()

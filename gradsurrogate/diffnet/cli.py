@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, help=f"default {defaults.width}")
     p.add_argument("--n-train", type=int, default=None, help=f"default {defaults.n_train}")
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--inits", type=int, default=None,
+                   help="independently initialised members per loss, trained on the same "
+                        "batches; the report adds their median [min, max] (default 1)")
     p.add_argument("--recipe", choices=RECIPES, default="reference",
                    help="optimiser settings: the reference's (AMSGrad, constant lr 1e-3) or "
                         "tuned (Adam, lr 3e-3 cosine-annealed to 3e-6); flags below override")
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                    losses=tuple(args.losses), seed=args.seed, dtype=args.dtype,
                                    gain_hidden=args.gain_hidden).with_recipe(args.recipe)
             cfg = cfg.quick() if args.quick else cfg
-            overrides = {k: getattr(args, k) for k in ("epochs", "width", "n_train", "lr",
+            overrides = {k: getattr(args, k) for k in ("epochs", "width", "n_train", "lr", "inits",
                                                        "amsgrad", "schedule", "lr_final")
                          if getattr(args, k) is not None}
             cfg = replace(cfg, **overrides)
