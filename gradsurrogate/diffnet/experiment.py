@@ -34,15 +34,8 @@ from gradsurrogate.diffnet.model import DifferentialMLP
 from gradsurrogate.io import atomic_path
 
 __all__ = [
-    "LOSSES",
-    "PROBLEMS",
-    "SCHEDULES",
-    "ExperimentConfig",
-    "Problem",
-    "evaluate_checkpoint",
-    "lr_at",
-    "run_experiment",
-    "train_one",
+    "LOSSES", "PROBLEMS", "RECIPES", "SCHEDULES", "ExperimentConfig", "Problem",
+    "evaluate_checkpoint", "lr_at", "run_experiment", "train_one",
 ]
 
 LOSSES = ("type1", "type2", "hessian")
