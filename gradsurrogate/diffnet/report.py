@@ -149,7 +149,7 @@ def format_spread(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tu
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     wins = compared = 0
     for k, metric in enumerate(METRICS):
-        row = [f"**{metric}**"]
+        row, ref = [f"**{metric}**"], [f"↳ reference {metric}"]
         for loss, act in cols:
             draws = results[act]["mse_inits"][have[act].index(loss)]
             med, lo, hi = np.median(draws[:, k]), draws[:, k].min(), draws[:, k].max()
@@ -160,7 +160,8 @@ def format_spread(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tu
                 wins += bool(med <= target[k])
                 mark = " ✓" if med <= target[k] else ""
             row.append(f"{med:.2e} [{lo:.1e}, {hi:.1e}]{mark}")
-        lines.append("| " + " | ".join(row) + " |")
+            ref.append(f"{target[k]:.3e}" if target is not None else "–")
+        lines += ["| " + " | ".join(row) + " |", "| " + " | ".join(ref) + " |"]
     n = "/".join(str(x) for x in sorted(k_inits))
     return f"Median [min, max] over {n} initialisations:\n\n" + "\n".join(lines), wins, compared
 
