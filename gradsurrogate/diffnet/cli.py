@@ -83,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for name in problems:
             cfg = ExperimentConfig(problem=name, activations=tuple(args.activations),
-                                   losses=tuple(args.losses), seed=args.seed, dtype=args.dtype,
-                                   gain_hidden=args.gain_hidden).with_recipe(args.recipe)
+                                   losses=tuple(args.losses), seed=args.seed,
+                                   dtype=args.dtype).with_recipe(args.recipe)
             cfg = cfg.quick() if args.quick else cfg
             overrides = {k: getattr(args, k) for k in ("epochs", "width", "n_train", "lr", "inits",
-                                                       "amsgrad", "schedule", "lr_final")
+                                                       "amsgrad", "schedule", "lr_final",
+                                                       "gain_hidden")
                          if getattr(args, k) is not None}
             cfg = replace(cfg, **overrides)
             tracker = Tracker(args.wandb, "gradsurrogate-diffnet", {"problem": name, **vars(args)},

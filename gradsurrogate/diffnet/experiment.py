@@ -302,6 +302,8 @@ def train_one(
             for net, opt, (w, o) in zip(nets, opts, state["models"]):
                 net.load_state_dict(w)
                 opt.load_state_dict(o)
+    # each group's member -> loss labels (loss-major, cfg.inits members per loss)
+    members = [tuple(loss for loss in g for _ in range(cfg.inits)) for g in groups]
     t0 = time.perf_counter()
     bar = tqdm(range(start, cfg.epochs), desc=f"{cfg.problem}/{activation}", disable=None)
     for epoch in bar:
@@ -314,11 +316,10 @@ def train_one(
             idx = perm[b * cfg.batch : (b + 1) * cfg.batch]
             batch = {k: v[idx] for k, v in train.items()}
             parts = []
-            for g, net, opt in zip(groups, nets, opts):
-                need_h = "hessian" in g
-                members = tuple(loss for loss in g for _ in range(cfg.inits))
-                out = net(batch["x"].expand(len(members), *batch["x"].shape), hessian=need_h)
-                per_member = member_losses(out if need_h else (*out, None), batch, members)
+            for labels, net, opt in zip(members, nets, opts):
+                need_h = "hessian" in labels
+                out = net(batch["x"].expand(len(labels), *batch["x"].shape), hessian=need_h)
+                per_member = member_losses(out if need_h else (*out, None), batch, labels)
                 opt.zero_grad(set_to_none=True)
                 per_member.sum().backward()
                 opt.step()

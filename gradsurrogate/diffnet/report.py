@@ -3,6 +3,7 @@ the results written by :func:`gradsurrogate.diffnet.experiment.run_experiment`."
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import matplotlib
@@ -93,45 +94,67 @@ def load_results(
     return results
 
 
-def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tuple[str, int, int]:
-    """Reference-format table: a column per loss / activation, a row per metric, each followed
-    by the reference's row. Returns (markdown, cells at or below the reference, cells compared).
-    """
-    acts = [a for a in DISPLAY if a in results] + [a for a in results if a not in DISPLAY]
-    have = {act: [str(x) for x in results[act]["losses"]] for act in acts}
-    losses = [loss for loss in LOSSES if any(loss in h for h in have.values())]
-    cols = [(loss, act) for loss in losses for act in acts]
+def _ordered(acts: Iterable[str]) -> list[str]:
+    """Activations in the reference's column order (ReLu, SoftPlus, TanH, Cos), others after."""
+    acts = list(acts)
+    return [a for a in DISPLAY if a in acts] + [a for a in acts if a not in DISPLAY]
 
-    def header(loss: str, act: str) -> str:
-        res = results[act]
-        if loss not in have[act]:
-            return f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)} (not run)"
-        row = have[act].index(loss)
-        unfinished = not bool(res["finished"][row])
-        note = f" (epoch {int(res['epoch'][row])}, unfinished)" if unfinished else ""
-        return f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}{note}"
 
-    head = ["", *(header(loss, act) for loss, act in cols)]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+def _grid(
+    problem: str,
+    cols: list[tuple[str, str]],
+    head: list[str],
+    cell: Callable[[str, str, int], tuple[float, str] | None],
+) -> tuple[list[str], int, int]:
+    """Markdown rows in the reference's format: per metric k a row of ``cell(loss, act, k)``
+    ((value, text), or None for "–"), ✓ where the value is at or below the reference, then
+    the reference's row. Returns (lines, ✓ cells, cells compared)."""
+    lines = ["| " + " | ".join(["", *head]) + " |", "|---" * (len(head) + 1) + "|"]
     wins = compared = 0
     for k, metric in enumerate(METRICS):
         ours, ref = [f"**{metric}**"], [f"↳ reference {metric}"]
         for loss, act in cols:
             target = REFERENCE.get(problem, {}).get(loss, {}).get(act)
-            if loss not in have[act]:
+            ref.append(f"{target[k]:.3e}" if target is not None else "–")
+            got = cell(loss, act, k)
+            if got is None:
                 ours.append("–")
-                ref.append(f"{target[k]:.3e}" if target is not None else "–")
                 continue
-            value = float(results[act]["mse"][have[act].index(loss)][k])
-            mark = ""
+            value, text = got
             if target is not None:
                 compared += 1
                 if value <= target[k]:
                     wins += 1
-                    mark = " ✓"
-            ours.append(f"{value:.3e}{mark}")
-            ref.append(f"{target[k]:.3e}" if target is not None else "–")
+                    text += " ✓"
+            ours.append(text)
         lines += ["| " + " | ".join(ours) + " |", "| " + " | ".join(ref) + " |"]
+    return lines, wins, compared
+
+
+def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tuple[str, int, int]:
+    """Reference-format table: a column per loss / activation, a row per metric, each followed
+    by the reference's row. Returns (markdown, cells at or below the reference, cells compared).
+    """
+    have = {act: [str(x) for x in results[act]["losses"]] for act in _ordered(results)}
+    losses = [loss for loss in LOSSES if any(loss in h for h in have.values())]
+    cols = [(loss, act) for loss in losses for act in have]
+
+    def header(loss: str, act: str) -> str:
+        name = f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}"
+        if loss not in have[act]:
+            return f"{name} (not run)"
+        row = have[act].index(loss)
+        if bool(results[act]["finished"][row]):
+            return name
+        return f"{name} (epoch {int(results[act]['epoch'][row])}, unfinished)"
+
+    def cell(loss: str, act: str, k: int) -> tuple[float, str] | None:
+        if loss not in have[act]:
+            return None
+        value = float(results[act]["mse"][have[act].index(loss)][k])
+        return value, f"{value:.3e}"
+
+    lines, wins, compared = _grid(problem, cols, [header(*c) for c in cols], cell)
     return "\n".join(lines), wins, compared
 
 
@@ -139,30 +162,20 @@ def format_spread(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tu
     """Seed-spread table for runs with several initialisations per loss (``inits`` > 1):
     each cell "median [min, max]" over the initialisations; ✓ where the median is at or below
     the reference. Returns (markdown, ✓ cells, cells compared); empty if no run has spread."""
-    acts = [a for a in [*DISPLAY, *results] if a in results and "mse_inits" in results[a]]
-    have = {act: [str(x) for x in results[act]["losses"]] for act in dict.fromkeys(acts)}
+    have = {act: [str(x) for x in results[act]["losses"]]
+            for act in _ordered(a for a in results if "mse_inits" in results[a])}
     cols = [(loss, act) for loss in LOSSES for act in have if loss in have[act]]
     if not cols:
         return "", 0, 0
-    k_inits = {results[act]["mse_inits"].shape[1] for _, act in cols}
-    head = ["", *(f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}" for loss, act in cols)]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    wins = compared = 0
-    for k, metric in enumerate(METRICS):
-        row, ref = [f"**{metric}**"], [f"↳ reference {metric}"]
-        for loss, act in cols:
-            draws = results[act]["mse_inits"][have[act].index(loss)]
-            med, lo, hi = np.median(draws[:, k]), draws[:, k].min(), draws[:, k].max()
-            target = REFERENCE.get(problem, {}).get(loss, {}).get(act)
-            mark = ""
-            if target is not None:
-                compared += 1
-                wins += bool(med <= target[k])
-                mark = " ✓" if med <= target[k] else ""
-            row.append(f"{med:.2e} [{lo:.1e}, {hi:.1e}]{mark}")
-            ref.append(f"{target[k]:.3e}" if target is not None else "–")
-        lines += ["| " + " | ".join(row) + " |", "| " + " | ".join(ref) + " |"]
-    n = "/".join(str(x) for x in sorted(k_inits))
+
+    def cell(loss: str, act: str, k: int) -> tuple[float, str]:
+        draws = results[act]["mse_inits"][have[act].index(loss)][:, k]
+        med = float(np.median(draws))
+        return med, f"{med:.2e} [{draws.min():.1e}, {draws.max():.1e}]"
+
+    head = [f"{LOSS_NAMES[loss]} / {DISPLAY.get(act, act)}" for loss, act in cols]
+    lines, wins, compared = _grid(problem, cols, head, cell)
+    n = "/".join(str(x) for x in sorted({results[act]["mse_inits"].shape[1] for act in have}))
     return f"Median [min, max] over {n} initialisations:\n\n" + "\n".join(lines), wins, compared
 
 
