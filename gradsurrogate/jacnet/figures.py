@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import matplotlib
@@ -62,7 +61,6 @@ def figure_1d(result: dict[str, Any], path: str) -> str:
     ax.legend(fontsize=7)
     _loss_panel(axes[2], result, cfg["method"])
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path
@@ -96,7 +94,6 @@ def figure_2d(result: dict[str, Any], path: str) -> str:
     ax.set_title("training L1 loss")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..io import append_jsonl, read_jsonl, write_json_atomic
-from ..tracking import WANDB_MODES
+from ..tracking import WANDB_MODES, Tracker
 from .losses import get_loss
 from .problems import linear_problem, tanh_problem
 from .sampling import (
@@ -115,16 +115,6 @@ def config_of(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def _tracker(mode: str | None, cfg: dict[str, Any]) -> Any:
-    try:
-        from ..tracking import Tracker
-
-        return Tracker(mode, "gradsurrogate-restore", cfg, name=cfg["run_id"])
-    except Exception as err:  # W&B never fails a run
-        print(f"restore: W&B unavailable ({err}); continuing without it", file=sys.stderr)
-        return None
-
-
 def run_one(cfg: dict[str, Any], out: Path, wandb_mode: str | None = "disabled",
             figures: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run one configuration (a :func:`config_of` dict) and append its record."""
@@ -145,8 +135,8 @@ def run_one(cfg: dict[str, Any], out: Path, wandb_mode: str | None = "disabled",
         integral_step=cfg["integral_step"], integral_method=cfg["integral_method"],
         probe_budget=cfg["probe_budget"], target_cosine=cfg["target_cosine"],
         on_nonfinite="stop", seed=cfg["seed"])
-    tracker = _tracker(wandb_mode, cfg) if wandb_mode != "disabled" else None
-    callback = (lambda rec: tracker.log(rec, step=rec["epoch"])) if tracker else None
+    tracker = Tracker(wandb_mode, "gradsurrogate-restore", cfg, name=cfg["run_id"])
+    callback = (lambda rec: tracker.log(rec, step=rec["epoch"])) if tracker.run else None
     start = time.perf_counter()
     res = restore(problem, surrogate, rc, progress=progress, callback=callback)
     wall = time.perf_counter() - start
@@ -169,12 +159,8 @@ def run_one(cfg: dict[str, Any], out: Path, wandb_mode: str | None = "disabled",
                            f"{cfg['loss']}, dim_sample {cfg['dim_sample']}")
         plot_curves({cfg["loss"]: res.history}, out / "figures" / f"{cfg['run_id']}_curves.png")
     append_jsonl(out / "results.jsonl", record)
-    if tracker is not None:
-        try:
-            tracker.summary({k: v for k, v in record.items() if k.startswith("final_")})
-            tracker.finish()
-        except Exception as err:
-            print(f"restore: W&B finish failed ({err})", file=sys.stderr)
+    tracker.summary({k: v for k, v in record.items() if k.startswith("final_")})
+    tracker.finish()  # Tracker turns any W&B failure into a warning
     return record
 
 

@@ -110,8 +110,6 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Pat
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path, dpi=80)
+    path = save_figure(fig, path, dpi=80)  # creates the folder
     plt.close(fig)
     return path
