@@ -15,7 +15,7 @@ from typing import Any
 
 from ..backward import TARGETS, BackwardSpec, make_mode
 from ..tracking import WANDB_MODES
-from .config import OPTIMIZERS, XorConfig
+from .config import OPTIMIZERS, SUB_SEEDS, XorConfig
 
 __all__ = ["build_parser", "config_from_args", "grid_main", "parse_xor_args", "report_main",
            "run_main", "sweep_main"]
@@ -50,8 +50,7 @@ def add_config_flags(parser: argparse.ArgumentParser, spec_flags: bool = True) -
     defaults = XorConfig()
     group = parser.add_argument_group("run settings")
     for name, typ, help_ in _FIELDS:
-        default = getattr(defaults, name) if name not in ("data_seed", "init_seed",
-                                                          "noise_seed") else None
+        default = None if name in SUB_SEEDS else getattr(defaults, name)
         group.add_argument(*_flags(name), dest=name, type=typ, default=default,
                            help=f"{help_} (default: {default})")
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
@@ -219,8 +218,8 @@ def grid_main(argv: Sequence[str]) -> int:
     try:
         _set_threads(args.threads)
         base = config_from_args(args, BackwardSpec())
-        fixed = [name for name in ("data_seed", "init_seed", "noise_seed")
-                 if getattr(args, name) is not None]  # given sub-seeds stay fixed over --seeds
+        # sub-seeds given on the command line stay fixed over --seeds
+        fixed = [name for name in SUB_SEEDS if getattr(args, name) is not None]
         configs = grid_configs(base, args.targets, args.modes, args.ps, args.depths,
                                args.seeds, include_exact=not args.no_exact, fixed_seeds=fixed)
         records = run_grid(configs, args.out, args.max_group, not args.sequential,

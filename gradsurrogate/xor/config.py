@@ -10,9 +10,11 @@ from typing import Any
 
 from ..backward import TARGETS, BackwardSpec, Learned, RandomFeedback
 
-__all__ = ["OPTIMIZERS", "XorConfig"]
+__all__ = ["OPTIMIZERS", "SUB_SEEDS", "XorConfig"]
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+#: per-stream seeds; each defaults to ``seed``
+SUB_SEEDS: tuple[str, ...] = ("data_seed", "init_seed", "noise_seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +45,7 @@ class XorConfig:
     diag_every: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("data_seed", "init_seed", "noise_seed"):
+        for name in SUB_SEEDS:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.seed)
         ints = {"depth": 1, "width": 1, "steps": 1, "batch_size": 0, "n_train": 1, "n_test": 1,

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..backward import TARGETS, BackwardSpec, make_mode
 from ..tracking import Tracker
-from .config import XorConfig
+from .config import SUB_SEEDS, XorConfig
 from .ensemble import run_ensemble
 from .results import finished_ids, read_results, write_run
 from .train import run_xor
@@ -34,7 +34,6 @@ DEFAULT_PS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.8, 1
 DEFAULT_DEPTHS: tuple[int, ...] = (2, 4)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 PARAMETRISED = ("flip", "blend")
-SUB_SEEDS: tuple[str, ...] = ("data_seed", "init_seed", "noise_seed")
 
 
 def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:

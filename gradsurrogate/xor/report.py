@@ -16,12 +16,13 @@ from typing import Any
 
 from ..backward import TARGETS, BackwardSpec
 from ..io import save_figure, write_text_atomic
+from .config import SUB_SEEDS
 from .results import read_curves, read_results
 from .train import BOUNDARY_LIM
 
 __all__ = ["describe_spec", "summarise", "write_report"]
 
-SEED_FIELDS = ("seed", "data_seed", "init_seed", "noise_seed")
+SEED_FIELDS = ("seed", *SUB_SEEDS)
 TARGET_ORDER = ("exact", *TARGETS, "all")
 SHOWCASE = [("exact", "exact"), ("grad_weight", "sign"), ("grad_input", "sign"),
             ("all", "flip:0.45"), ("grad_input", "flip:0.45"), ("all", "sign")]
