@@ -322,3 +322,47 @@ def test_several_initialisations_per_loss(tmp_path: pytest.TempPathFactory) -> N
             "--wandb", "disabled", "--no-figures"]
     assert main(argv) == 0
     assert "over 2 initialisations" in (tmp_path / "cli" / "table.md").read_text()
+
+
+def test_learning_curves(tmp_path: pytest.TempPathFactory) -> None:
+    """eval_every=k records the test MSEs after every k-th epoch without changing training
+    (bitwise); the last row is the final result; the curves survive a resume, reach the
+    tracker and the report draws them."""
+    from gradsurrogate.diffnet.cli import main
+    from gradsurrogate.diffnet.experiment import ExperimentConfig, evaluate_checkpoint, train_one
+
+    cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=4,
+                           schedule="cosine", lr=1e-2)
+    plain = train_one(cfg, "tanh")
+    assert "test_mse" not in plain
+    seen: list[dict] = []
+    curves = train_one(replace(cfg, eval_every=2), "tanh", log=seen.append)
+    np.testing.assert_array_equal(curves["train_loss"], plain["train_loss"])
+    np.testing.assert_array_equal(curves["mse"], plain["mse"])
+    assert curves["test_mse"].shape == (3, 2, 3) and list(curves["test_epochs"]) == [2, 4]
+    np.testing.assert_array_equal(curves["test_mse"][:, -1], plain["mse"])
+    assert (curves["test_mse"][:, 0] != curves["test_mse"][:, 1]).all()  # it moved
+    assert seen[1]["tanh/type2/test_df"] == curves["test_mse"][1, 0, 1]
+    assert "tanh/type1/test_f" not in seen[0]  # epoch 1: no evaluation
+    with pytest.raises(ValueError, match="eval_every must be a non-negative integer, got -1"):
+        ExperimentConfig(eval_every=-1)
+
+    def crash_in_epoch_3(metrics: dict) -> None:
+        if metrics["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_one(replace(cfg, eval_every=2), "tanh", log=crash_in_epoch_3, checkpoint=ckpt,
+                  checkpoint_every=2)
+    partial = evaluate_checkpoint(ckpt)[2]
+    np.testing.assert_array_equal(partial["test_mse"][:, 0], curves["test_mse"][:, 0])
+    assert np.isnan(partial["test_mse"][:, 1]).all()
+    resumed = train_one(replace(cfg, eval_every=2), "tanh", checkpoint=ckpt, checkpoint_every=2)
+    np.testing.assert_array_equal(resumed["test_mse"], curves["test_mse"])
+
+    argv = ["--quick", "--problem", "sin1d", "--activations", "relu", "--epochs", "2",
+            "--n-train", "256", "--eval-every", "1", "--out", str(tmp_path / "cli"),
+            "--wandb", "disabled"]
+    assert main(argv) == 0
+    assert (tmp_path / "cli" / "sin1d_relu_curves.png").stat().st_size > 1000

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cosine schedule: final lr as a fraction of the initial one")
     p.add_argument("--gain-hidden", type=float, default=None,
                    help="xavier gain of the hidden layers (default √2, or √2/ω if periodic)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="record the test MSEs every N epochs (learning-curve figure; training "
+                        "is unchanged); default off")
     p.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--report-only", action="store_true",
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = cfg.quick() if args.quick else cfg
             overrides = {k: getattr(args, k) for k in ("epochs", "width", "n_train", "lr", "inits",
                                                        "amsgrad", "schedule", "lr_final",
-                                                       "gain_hidden")
+                                                       "gain_hidden", "eval_every")
                          if getattr(args, k) is not None}
             cfg = replace(cfg, **overrides)
             tracker = Tracker(args.wandb, "gradsurrogate-diffnet", {"problem": name, **vars(args)},

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 LOSSES = ("type1", "type2", "hessian")
+METRIC_KEYS = ("f", "df", "d2f")  # the three test MSEs, in the order of ``mse[..., k]``
 SCHEDULES = ("constant", "cosine")
 
 
@@ -105,6 +106,7 @@ class ExperimentConfig:
     schedule: str = "constant"  # reference: constant lr; "cosine": decay to lr·lr_final
     lr_final: float = 1e-2
     inits: int = 1  # independently initialised members per loss (seed spread on one data set)
+    eval_every: int = 0  # > 0: test MSEs every this many epochs (learning curves); 0: off
 
     def with_recipe(self, name: str) -> ExperimentConfig:
         """This config with the optimiser settings of recipe ``name`` (see :data:`RECIPES`)."""
@@ -124,6 +126,8 @@ class ExperimentConfig:
             )
         if not (isinstance(self.inits, int) and self.inits >= 1):
             raise ValueError(f"inits must be a positive integer, got {self.inits!r}")
+        if not (isinstance(self.eval_every, int) and self.eval_every >= 0):
+            raise ValueError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
         if not 0.0 < self.lr_final <= 1.0:
             raise ValueError(f"lr_final must lie in (0, 1], got {self.lr_final!r}")
         bad = [loss for loss in self.losses if loss not in LOSSES]
@@ -262,6 +266,9 @@ def evaluate_checkpoint(path: str | Path) -> tuple[ExperimentConfig, str, dict[s
         H_true=test["H"].numpy(), train_loss=state["history"][: state["epoch"]],
         losses=np.array(cfg.losses), epoch=np.array(state["epoch"]),
     )
+    if cfg.eval_every:  # learning curves so far (NaN after the last completed evaluation)
+        result.update(test_mse=state["test_mse"],
+                      test_epochs=cfg.eval_every * np.arange(1, state["test_mse"].shape[1] + 1))
     return cfg, activation, result
 
 
@@ -283,6 +290,9 @@ def train_one(
     ``train_loss`` (epochs, E; the mean over initialisations), and ``seconds``. With
     ``cfg.inits`` > 1, every loss trains ``inits`` independently initialised members on the
     same batches: the keys above hold the first of them, ``mse_inits`` (E, inits, 3) all.
+    With ``cfg.eval_every`` = k > 0, ``test_mse`` (E, epochs // k, 3) holds the test MSEs
+    after every k-th epoch (``test_epochs``; first initialisation). Evaluation draws no
+    random numbers and builds no graph, so training is bitwise the same with or without it.
     """
     problem = PROBLEMS[cfg.problem]
     dtype = getattr(torch, cfg.dtype)
@@ -291,13 +301,15 @@ def train_one(
     groups, nets, opts = _build(cfg, activation, gen)
     n_batches = cfg.n_train // cfg.batch  # last partial batch dropped
     history = np.zeros((cfg.epochs, len(cfg.losses)))
+    n_evals = cfg.epochs // cfg.eval_every if cfg.eval_every else 0
+    test_mse = np.full((len(cfg.losses), n_evals, 3), np.nan)
     order = [loss for g in groups for loss in g]
     start, ckpt = 0, Path(checkpoint) if checkpoint is not None else None
     tag = (asdict(cfg), activation)
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         if state["tag"] == tag:
-            start, history = state["epoch"], state["history"]
+            start, history, test_mse = state["epoch"], state["history"], state["test_mse"]
             gen.set_state(state["rng"])
             for net, opt, (w, o) in zip(nets, opts, state["models"]):
                 net.load_state_dict(w)
@@ -328,24 +340,34 @@ def train_one(
         mean = (total / n_batches).numpy().reshape(len(order), cfg.inits).mean(1)
         history[epoch] = [mean[order.index(loss)] for loss in cfg.losses]
         losses_txt = " ".join(f"{v:.1e}" for v in history[epoch])
+        record = {f"{activation}/{loss}/train": float(v)
+                  for loss, v in zip(cfg.losses, history[epoch])}
+        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+            now = _merge_groups(cfg, groups, [evaluate(net, test) for net in nets])["mse"]
+            test_mse[:, (epoch + 1) // cfg.eval_every - 1] = now
+            record |= {f"{activation}/{loss}/test_{name}": float(now[e, k])
+                       for e, loss in enumerate(cfg.losses) for k, name in enumerate(METRIC_KEYS)}
         bar.set_postfix(loss=losses_txt)
         if bar.disable and (epoch + 1) % 25 == 0:  # no TTY: a plain progress line
             print(f"{cfg.problem}/{activation} epoch {epoch + 1}: train loss {losses_txt} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
         if ckpt is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            state = {"tag": tag, "epoch": epoch + 1, "history": history, "rng": gen.get_state(),
+            state = {"tag": tag, "epoch": epoch + 1, "history": history, "test_mse": test_mse,
+                     "rng": gen.get_state(),
                      "models": [(n.state_dict(), o.state_dict()) for n, o in zip(nets, opts)]}
             with atomic_path(ckpt) as tmp:
                 torch.save(state, tmp)
         if log is not None:
-            log({f"{activation}/{loss}/train": float(v)
-                 for loss, v in zip(cfg.losses, history[epoch])} | {"epoch": epoch})
+            log(record | {"epoch": epoch})
     result = _merge_groups(cfg, groups, [evaluate(net, test) for net in nets])
     result.update(
         x=test["x"].numpy(), f_true=test["f"].numpy(), J_true=test["J"].numpy(),
         H_true=test["H"].numpy(), train_loss=history,
         seconds=np.array(time.perf_counter() - t0),
     )
+    if n_evals:
+        result.update(test_mse=test_mse,
+                      test_epochs=cfg.eval_every * np.arange(1, n_evals + 1))
     return result
 
 

@@ -16,10 +16,11 @@ from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, evaluate_checkpoi
 from gradsurrogate.io import save_figure, write_text_atomic
 
 # stored with a leading member axis
-_PER_MEMBER = ("mse", "mse_inits", "y", "J", "H", "epoch", "finished")
+_PER_MEMBER = ("mse", "mse_inits", "test_mse", "y", "J", "H", "epoch", "finished")
 
 __all__ = [
-    "REFERENCE", "format_spread", "format_table", "load_results", "plot_problem", "write_report",
+    "REFERENCE", "format_spread", "format_table", "load_results", "plot_curves", "plot_problem",
+    "write_report",
 ]
 
 DISPLAY = {"relu": "ReLu", "softplus": "SoftPlus", "tanh": "TanH", "cos2pi": "Cos"}
@@ -229,6 +230,31 @@ def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path
     plt.close(fig)
 
 
+def plot_curves(problem: str, activation: str, res: dict[str, np.ndarray], path: Path) -> None:
+    """PNG of the test MSEs of f, df/dx, d²f/dx² against the epoch (runs with ``eval_every``),
+    one line per loss variant, the reference's final value of that loss dotted."""
+    losses = [str(x) for x in res["losses"]]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (ax, metric) in enumerate(zip(axes, METRICS)):
+        for e, loss in enumerate(losses):
+            c = colors[e % len(colors)]
+            ax.semilogy(res["test_epochs"], res["test_mse"][e][:, k], color=c,
+                        label=LOSS_NAMES[loss])
+            ref = REFERENCE.get(problem, {}).get(loss, {}).get(activation)
+            if ref is not None:
+                ax.axhline(ref[k], color=c, ls=":", lw=1.2)
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8, title="dotted: reference", title_fontsize=8)
+    fig.suptitle(f"{TITLES[problem]}, {DISPLAY.get(activation, activation)}: test MSE during "
+                 "training")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=80)
+    plt.close(fig)
+
+
 def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
                  command: str = "", include_checkpoints: bool = False) -> str:
     """Write ``table.md`` (and PNGs) into ``out_dir`` from the stored results (and, with
@@ -249,6 +275,9 @@ def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
         if figures:
             for activation, res in results.items():
                 plot_problem(problem, activation, res, out / f"{problem}_{activation}.png")
+                if "test_mse" in res:
+                    plot_curves(problem, activation, res,
+                                out / f"{problem}_{activation}_curves.png")
     text = "\n".join(parts)
     write_text_atomic(out / "table.md", text)
     return text
