@@ -234,7 +234,7 @@ def plot_curves(problem: str, activation: str, res: dict[str, np.ndarray], path:
     """PNG of the test MSEs of f, df/dx, d²f/dx² against the epoch (runs with ``eval_every``),
     one line per loss variant, the reference's final value of that loss dotted."""
     losses = [str(x) for x in res["losses"]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (ax, metric) in enumerate(zip(axes, METRICS)):
         for e, loss in enumerate(losses):
@@ -244,13 +244,15 @@ def plot_curves(problem: str, activation: str, res: dict[str, np.ndarray], path:
             ref = REFERENCE.get(problem, {}).get(loss, {}).get(activation)
             if ref is not None:
                 ax.axhline(ref[k], color=c, ls=":", lw=1.2)
+        finite = res["test_mse"][..., k][np.isfinite(res["test_mse"][..., k])]
+        if finite.size and finite.min() == finite.max() > 0:  # e.g. ReLU's ∂²f: a constant
+            ax.set_ylim(finite.min() / 3, finite.max() * 3)
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8, title="dotted: reference", title_fontsize=8)
     fig.suptitle(f"{TITLES[problem]}, {DISPLAY.get(activation, activation)}: test MSE during "
                  "training")
-    fig.tight_layout()
     save_figure(fig, path, dpi=80)
     plt.close(fig)
 
