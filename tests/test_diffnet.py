@@ -258,7 +258,8 @@ def test_training_resumes_from_checkpoint(
     """An interrupted run resumed from its checkpoint ends exactly where an unbroken one does."""
     from gradsurrogate.diffnet.experiment import ExperimentConfig, train_one
 
-    cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=4, schedule=schedule)
+    cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=4, schedule=schedule,
+                           hidden_lr="fan_in" if schedule == "cosine" else "same")
     unbroken = train_one(cfg, "softplus")
 
     def crash_in_epoch_3(metrics: dict) -> None:
@@ -366,3 +367,34 @@ def test_learning_curves(tmp_path: pytest.TempPathFactory) -> None:
             "--wandb", "disabled"]
     assert main(argv) == 0
     assert (tmp_path / "cli" / "sin1d_relu_curves.png").stat().st_size > 1000
+
+
+def test_hidden_lr_fan_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hidden_lr="fan_in" divides the lr of the hidden-to-hidden matrices (only) by their
+    fan-in, epoch by epoch; a one-hidden-layer net has none, so its training is bitwise
+    unchanged; the tuned recipe uses it."""
+    import gradsurrogate.diffnet.experiment as ex
+
+    cfg = ex.ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=3, lr=1e-2,
+                              schedule="cosine", hidden_lr="fan_in", losses=("type1",))
+    built: list = []
+    build = ex._build
+    monkeypatch.setattr(ex, "_build", lambda *a: built.append(build(*a)) or built[-1])
+    lrs: list[list[float]] = []
+    deep = ex.train_one(cfg, "tanh", log=lambda m: lrs.append(
+        [g["lr"] for g in built[0][2][0].param_groups]))
+    rest, hidden = built[0][2][0].param_groups
+    assert [p.shape for p in hidden["params"]] == [(1, 8, 8)]  # (E, o, i): the 8×8 matrix
+    assert len(rest["params"]) == 5 and hidden["lr_scale"] == 1 / 8
+    for epoch, (lr_rest, lr_hidden) in enumerate(lrs):
+        assert lr_rest == pytest.approx(ex.lr_at(cfg, epoch))
+        assert lr_hidden == pytest.approx(ex.lr_at(cfg, epoch) / 8)
+    same = ex.train_one(replace(cfg, hidden_lr="same"), "tanh")
+    assert (deep["mse"] != same["mse"]).all()
+    shallow = replace(cfg, problem="sin1d")
+    np.testing.assert_array_equal(ex.train_one(shallow, "tanh")["mse"],
+                                  ex.train_one(replace(shallow, hidden_lr="same"), "tanh")["mse"])
+    assert ex.ExperimentConfig().with_recipe("tuned").hidden_lr == "fan_in"
+    assert ex.ExperimentConfig().with_recipe("reference").hidden_lr == "same"
+    with pytest.raises(ValueError, match=r"'width'.*same, fan_in"):
+        ex.ExperimentConfig(hidden_lr="width")
