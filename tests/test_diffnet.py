@@ -372,7 +372,7 @@ def test_learning_curves(tmp_path: pytest.TempPathFactory) -> None:
 def test_hidden_lr_fan_in(monkeypatch: pytest.MonkeyPatch) -> None:
     """hidden_lr="fan_in" divides the lr of the hidden-to-hidden matrices (only) by their
     fan-in, epoch by epoch; a one-hidden-layer net has none, so its training is bitwise
-    unchanged; the tuned recipe uses it."""
+    unchanged."""
     import gradsurrogate.diffnet.experiment as ex
 
     cfg = ex.ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=3, lr=1e-2,
@@ -394,7 +394,56 @@ def test_hidden_lr_fan_in(monkeypatch: pytest.MonkeyPatch) -> None:
     shallow = replace(cfg, problem="sin1d")
     np.testing.assert_array_equal(ex.train_one(shallow, "tanh")["mse"],
                                   ex.train_one(replace(shallow, hidden_lr="same"), "tanh")["mse"])
-    assert ex.ExperimentConfig().with_recipe("tuned").hidden_lr == "fan_in"
-    assert ex.ExperimentConfig().with_recipe("reference").hidden_lr == "same"
-    with pytest.raises(ValueError, match=r"'width'.*same, fan_in"):
+    assert ex.ExperimentConfig().with_recipe("tuned").hidden_lr == "same"  # an option only
+    with pytest.raises(ValueError, match=r"'width'.*same, fan_in, freq"):
         ex.ExperimentConfig(hidden_lr="width")
+
+
+def test_hidden_lr_freq() -> None:
+    """hidden_lr="freq": the hidden layers (W and b) of a cos(ωa) net learn at lr / ω, and
+    the net then trains like a cos(a) net whose hidden parameters are ω times larger:
+    same losses (up to Adam's ε and the weight decay, switched off here)."""
+    from gradsurrogate.diffnet.experiment import ExperimentConfig, _build, _param_groups, train_one
+
+    cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=1,
+                           hidden_lr="freq", losses=("type1",), dtype="float64")
+    _, nets, opts = _build(cfg, "cos2pi", torch.Generator().manual_seed(0))
+    rest, scaled = opts[0].param_groups
+    assert len(scaled["params"]) == 4 and scaled["lr_scale"] == pytest.approx(1 / (2 * math.pi))
+    assert [p.shape for p in rest["params"]] == [(1, 1, 8), (1, 1)]  # the output layer
+    _, nets, _ = _build(cfg, "tanh", torch.Generator().manual_seed(0))
+    assert len(_param_groups(nets[0], "freq")) == 1  # not periodic: nothing scaled
+    for act in ("tanh", "relu"):  # bitwise unchanged for non-periodic activations
+        np.testing.assert_array_equal(train_one(cfg, act)["mse"],
+                                      train_one(replace(cfg, hidden_lr="same"), act)["mse"])
+
+    # cos(2π·a) with lr/2π on the hidden layers ≡ cos(a) with the hidden params ×2π
+    def run(activation: str, hidden_lr: str) -> list[float]:
+        gen = torch.Generator().manual_seed(1)
+        c = replace(cfg, hidden_lr=hidden_lr, weight_decay=0.0)
+        _, nets, opts = _build(c, activation, gen)
+        net, opt = nets[0], opts[0]
+        if activation == "cos":
+            ref = _build(c, "cos2pi", torch.Generator().manual_seed(1))[1][0]
+            with torch.no_grad():
+                for dst, src in zip(net.parameters(), ref.parameters()):
+                    dst.copy_(src)
+                for w, b in zip(net.weights[:-1], net.biases[:-1]):
+                    w.mul_(2 * math.pi)
+                    b.mul_(2 * math.pi)
+        x = torch.rand(64, 2, generator=gen, dtype=torch.float64) * 6 - 3
+        target = torch.sin(x.sum(-1, keepdim=True))
+        out = []
+        for _ in range(20):
+            for g in opt.param_groups:
+                g["lr"] = 1e-2 * g.get("lr_scale", 1.0)
+            loss = (net(x[None])[0] - target).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+        return out
+
+    # equal up to Adam's ε (1e-8), whose weight relative to √v differs by the factor ω
+    np.testing.assert_allclose(run("cos2pi", "freq"), run("cos", "same"), rtol=1e-6)
+    assert not np.allclose(run("cos2pi", "same"), run("cos", "same"), rtol=1e-3)

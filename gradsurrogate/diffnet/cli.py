@@ -53,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "batches; the report adds their median [min, max] (default 1)")
     p.add_argument("--recipe", choices=RECIPES, default="reference",
                    help="optimiser settings: the reference's (AMSGrad, constant lr 1e-3) or "
-                        "tuned (Adam, lr 3e-3 cosine-annealed to 3e-6, hidden lr / fan-in); flags "
-                        "below override")
+                        "tuned (Adam, lr 3e-3 cosine-annealed to 3e-6); flags below override")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate")
     p.add_argument("--no-amsgrad", dest="amsgrad", action="store_const", const=False,
                    default=None, help="plain Adam instead of AMSGrad")
@@ -62,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-final", type=float, default=None,
                    help="cosine schedule: final lr as a fraction of the initial one")
     p.add_argument("--hidden-lr", choices=HIDDEN_LRS, default=None,
-                   help="fan_in: hidden-to-hidden matrices learn at lr / fan-in (μP's Adam rule)")
+                   help="fan_in: hidden-to-hidden matrices learn at lr / fan-in (μP's Adam rule); "
+                        "freq: hidden layers of a periodic activation cos(ωa) at lr / ω")
     p.add_argument("--gain-hidden", type=float, default=None,
                    help="xavier gain of the hidden layers (default √2, or √2/ω if periodic)")
     p.add_argument("--eval-every", type=int, default=None,

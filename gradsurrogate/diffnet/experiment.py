@@ -41,7 +41,7 @@ __all__ = [
 LOSSES = ("type1", "type2", "hessian")
 METRIC_KEYS = ("f", "df", "d2f")  # the three test MSEs, in the order of ``mse[..., k]``
 SCHEDULES = ("constant", "cosine")
-HIDDEN_LRS = ("same", "fan_in")
+HIDDEN_LRS = ("same", "fan_in", "freq")
 
 
 def lr_at(cfg: ExperimentConfig, epoch: int) -> float:
@@ -106,7 +106,8 @@ class ExperimentConfig:
     amsgrad: bool = True
     schedule: str = "constant"  # reference: constant lr; "cosine": decay to lr·lr_final
     lr_final: float = 1e-2
-    hidden_lr: str = "same"  # "fan_in": hidden-to-hidden matrices learn at lr / fan-in (μP)
+    hidden_lr: str = "same"  # "fan_in": hidden-to-hidden matrices at lr / fan-in (μP);
+    # "freq": hidden layers of a periodic activation cos(ωa) at lr / ω
     inits: int = 1  # independently initialised members per loss (seed spread on one data set)
     eval_every: int = 0  # > 0: test MSEs every this many epochs (learning curves); 0: off
 
@@ -144,15 +145,13 @@ class ExperimentConfig:
 # Optimiser recipes. "reference": the reference's AMSGrad at a constant lr 1e-3 (the
 # defaults above). "tuned": plain Adam from lr 3e-3, cosine-annealed to 3e-6 over the same
 # 500 epochs; AMSGrad keeps the largest second moment seen early in training, so its late
-# steps shrink and the loss plateaus well above the data noise (docs/diffnet.md). Its
-# hidden-to-hidden matrices learn at lr / fan-in: an Adam step moves every entry by about
-# lr, so a fan-in-n matrix moves each preactivation by up to n·lr; dividing by n gives every
-# layer O(lr) steps (μP's Adam rule) and removes the instability of the 2-d cos(2πx) nets.
-# One-hidden-layer nets have no such matrix, so the rule leaves the 1-d runs unchanged.
+# steps shrink and the loss plateaus well above the data noise (docs/diffnet.md).
+# ``hidden_lr`` ("fan_in", "freq") is an option, not part of either recipe: each fixes the
+# 2-d cos(2πx) nets' instability at lr 3e-3 but costs other cells (docs/diffnet.md).
 RECIPES: dict[str, dict[str, object]] = {
     "reference": {"amsgrad": True, "lr": 1e-3, "schedule": "constant", "hidden_lr": "same"},
     "tuned": {"amsgrad": False, "lr": 3e-3, "schedule": "cosine", "lr_final": 1e-3,
-              "hidden_lr": "fan_in"},
+              "hidden_lr": "same"},
 }
 
 
@@ -242,14 +241,27 @@ def _build(
 
 
 def _param_groups(net: DifferentialMLP, hidden_lr: str) -> list[dict]:
-    """Adam parameter groups; ``lr_scale`` multiplies the epoch's learning rate. With
-    ``"fan_in"`` the hidden-to-hidden weight matrices (fan-in = width) get 1 / width."""
-    hidden = list(net.weights[1:-1])
-    if hidden_lr == "same" or not hidden:
+    """Adam parameter groups; ``lr_scale`` multiplies the epoch's learning rate.
+
+    * ``"fan_in"``: the hidden-to-hidden weight matrices (fan-in = width) get 1 / width.
+    * ``"freq"``: with a periodic activation cos(ωa), every hidden layer (W and b) gets 1 / ω.
+      cos(ω(Wh + b)) = cos(W'h + b') with W' = ωW, b' = ωb; Adam moves W by ≈ lr per step
+      whatever the gradient's scale, i.e. W' by ω·lr, so lr / ω trains the net as a
+      cos(a) net with the standard lr (its init is already divided by ω, see
+      :class:`DifferentialMLP`).
+    """
+    if hidden_lr == "fan_in":
+        scaled, scale = list(net.weights[1:-1]), 1.0 / net.width
+    elif hidden_lr == "freq":
+        scaled = [*net.weights[:-1], *net.biases[:-1]]
+        scale = 1.0 / float(getattr(net.activation, "freq", 1.0))
+    else:
+        scaled, scale = [], 1.0
+    if not scaled or scale == 1.0:
         return [{"params": list(net.parameters())}]
-    ids = {id(w) for w in hidden}
+    ids = {id(w) for w in scaled}
     rest = [p for p in net.parameters() if id(p) not in ids]
-    return [{"params": rest}, {"params": hidden, "lr_scale": 1.0 / net.width}]
+    return [{"params": rest}, {"params": scaled, "lr_scale": scale}]
 
 
 def _merge_groups(
