@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gradsurrogate.diffnet.experiment import LOSSES, PROBLEMS, evaluate_checkpoint, result_path
+from gradsurrogate.diffnet.experiment import LOSSES, evaluate_checkpoint, result_path
+from gradsurrogate.diffnet.problems import PROBLEMS
 from gradsurrogate.io import save_figure, write_text_atomic
 
 # stored with a leading member axis
