@@ -21,15 +21,9 @@ from pathlib import Path
 import torch
 
 from gradsurrogate.activations import ACTIVATIONS
-from gradsurrogate.diffnet.experiment import (
-    HIDDEN_LRS,
-    LOSSES,
-    PROBLEMS,
-    RECIPES,
-    SCHEDULES,
-    ExperimentConfig,
-    run_experiment,
-)
+from gradsurrogate.diffnet.config import HIDDEN_LRS, LOSSES, RECIPES, SCHEDULES, ExperimentConfig
+from gradsurrogate.diffnet.experiment import run_experiment
+from gradsurrogate.diffnet.problems import PROBLEMS
 from gradsurrogate.tracking import Tracker
 
 __all__ = ["build_parser", "main"]
@@ -62,12 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cosine schedule: final lr as a fraction of the initial one")
     p.add_argument("--hidden-lr", choices=HIDDEN_LRS, default=None,
                    help="fan_in: hidden-to-hidden matrices learn at lr / fan-in (μP's Adam rule); "
-                        "freq: hidden layers of a periodic activation cos(ωa) at lr / ω")
+                        "freq: hidden layers of a periodic activation cos(ωa) at lr / ω (no effect "
+                        "for other activations)")
     p.add_argument("--gain-hidden", type=float, default=None,
                    help="xavier gain of the hidden layers (default √2, or √2/ω if periodic)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="record the test MSEs every N epochs (learning-curve figure; training "
-                        "is unchanged); default off")
+                        "is unchanged, but a stored result without curves is retrained); "
+                        "default off")
     p.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--report-only", action="store_true",

@@ -19,10 +19,9 @@ Each (problem, activation) result is stored as ``<out>/<problem>_<activation>.np
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,100 +29,28 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from gradsurrogate.diffnet.config import (
+    HIDDEN_LRS,
+    LOSSES,
+    METRIC_KEYS,
+    RECIPES,
+    SCHEDULES,
+    ExperimentConfig,
+    config_from,
+    eval_epochs,
+    lr_at,
+    settings_match,
+    settings_text,
+)
 from gradsurrogate.diffnet.model import DifferentialMLP
 from gradsurrogate.diffnet.problems import PROBLEMS, Problem, make_data
 from gradsurrogate.io import atomic_path
 
 __all__ = [
     "HIDDEN_LRS", "LOSSES", "PROBLEMS", "RECIPES", "SCHEDULES", "ExperimentConfig", "Problem",
-    "evaluate_checkpoint", "lr_at", "make_data", "run_experiment", "train_one",
+    "config_from", "eval_epochs", "evaluate_checkpoint", "lr_at", "make_data", "param_groups",
+    "run_experiment", "train_one",
 ]
-
-LOSSES = ("type1", "type2", "hessian")
-METRIC_KEYS = ("f", "df", "d2f")  # the three test MSEs, in the order of ``mse[..., k]``
-SCHEDULES = ("constant", "cosine")
-HIDDEN_LRS = ("same", "fan_in", "freq")
-
-
-def lr_at(cfg: ExperimentConfig, epoch: int) -> float:
-    """Learning rate of ``epoch`` (0-based): ``cfg.lr`` throughout for ``"constant"`` (the
-    reference); for ``"cosine"``, lr·(r + (1 - r)·½(1 + cos(π e / (E - 1)))) with
-    r = ``lr_final``, i.e. from lr at the first epoch down to r·lr at the last."""
-    if cfg.schedule == "constant" or cfg.epochs < 2:
-        return cfg.lr
-    frac = 0.5 * (1.0 + math.cos(math.pi * epoch / (cfg.epochs - 1)))
-    return cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * frac)
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """Defaults = the reference's setting (FACTS.md); ``quick()`` gives a CI-sized run."""
-
-    problem: str = "sin1d"
-    activations: tuple[str, ...] = ("relu", "softplus", "tanh", "cos2pi")
-    losses: tuple[str, ...] = LOSSES
-    width: int = 128
-    depth: int | None = None  # None: the problem's reference depth
-    gain_hidden: float | None = None  # None: DifferentialMLP's default (√2, or √2/ω if periodic)
-    n_train: int = 25_600
-    epochs: int = 500
-    batch: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    noise: float = 1e-3
-    seed: int = 42
-    dtype: str = "float32"
-    amsgrad: bool = True
-    schedule: str = "constant"  # reference: constant lr; "cosine": decay to lr·lr_final
-    lr_final: float = 1e-2
-    hidden_lr: str = "same"  # "fan_in": hidden-to-hidden matrices at lr / fan-in (μP);
-    # "freq": hidden layers of a periodic activation cos(ωa) at lr / ω
-    inits: int = 1  # independently initialised members per loss (seed spread on one data set)
-    eval_every: int = 0  # > 0: test MSEs every this many epochs (learning curves); 0: off
-
-    def with_recipe(self, name: str) -> ExperimentConfig:
-        """This config with the optimiser settings of recipe ``name`` (see :data:`RECIPES`)."""
-        if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; accepted: {', '.join(RECIPES)}")
-        return replace(self, **RECIPES[name])
-
-    def quick(self) -> ExperimentConfig:
-        return replace(self, width=32, n_train=1024, epochs=3)
-
-    def __post_init__(self) -> None:
-        if self.problem not in PROBLEMS:
-            raise ValueError(f"unknown problem {self.problem!r}; accepted: {', '.join(PROBLEMS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"unknown schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}"
-            )
-        if self.hidden_lr not in HIDDEN_LRS:
-            raise ValueError(
-                f"unknown hidden_lr {self.hidden_lr!r}; accepted: {', '.join(HIDDEN_LRS)}"
-            )
-        if not (isinstance(self.inits, int) and self.inits >= 1):
-            raise ValueError(f"inits must be a positive integer, got {self.inits!r}")
-        if not (isinstance(self.eval_every, int) and self.eval_every >= 0):
-            raise ValueError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
-        if not 0.0 < self.lr_final <= 1.0:
-            raise ValueError(f"lr_final must lie in (0, 1], got {self.lr_final!r}")
-        bad = [loss for loss in self.losses if loss not in LOSSES]
-        if bad or not self.losses:
-            raise ValueError(f"unknown losses {bad or self.losses!r}; accepted: {LOSSES}")
-
-
-# Optimiser recipes. "reference": the reference's AMSGrad at a constant lr 1e-3 (the
-# defaults above). "tuned": plain Adam from lr 3e-3, cosine-annealed to 3e-6 over the same
-# 500 epochs; AMSGrad keeps the largest second moment seen early in training, so its late
-# steps shrink and the loss plateaus well above the data noise (docs/diffnet.md).
-# ``hidden_lr`` ("fan_in", "freq") is an option, not part of either recipe: each fixes the
-# 2-d cos(2πx) nets' instability at lr 3e-3 but costs other cells (docs/diffnet.md).
-RECIPES: dict[str, dict[str, object]] = {
-    "reference": {"amsgrad": True, "lr": 1e-3, "schedule": "constant", "hidden_lr": "same"},
-    "tuned": {"amsgrad": False, "lr": 3e-3, "schedule": "cosine", "lr_final": 1e-3,
-              "hidden_lr": "same"},
-}
-
 
 def member_losses(
     pred: tuple[Tensor, Tensor, Tensor], target: dict[str, Tensor], losses: tuple[str, ...]
@@ -182,22 +109,24 @@ def _build(
         for g in groups
     ]
     opts = [
-        torch.optim.Adam(_param_groups(net, cfg.hidden_lr), lr=cfg.lr,
+        torch.optim.Adam(param_groups(net, cfg.hidden_lr), lr=cfg.lr,
                          weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
         for net in nets
     ]
     return groups, nets, opts
 
 
-def _param_groups(net: DifferentialMLP, hidden_lr: str) -> list[dict]:
+def param_groups(net: DifferentialMLP, hidden_lr: str) -> list[dict]:
     """Adam parameter groups; ``lr_scale`` multiplies the epoch's learning rate.
 
     * ``"fan_in"``: the hidden-to-hidden weight matrices (fan-in = width) get 1 / width.
     * ``"freq"``: with a periodic activation cos(ωa), every hidden layer (W and b) gets 1 / ω.
       cos(ω(Wh + b)) = cos(W'h + b') with W' = ωW, b' = ωb; Adam moves W by ≈ lr per step
       whatever the gradient's scale, i.e. W' by ω·lr, so lr / ω trains the net as a
-      cos(a) net with the standard lr (its init is already divided by ω, see
-      :class:`DifferentialMLP`).
+      cos(a) net with the standard lr (up to Adam's ε and the weight decay), started from
+      W' = ωW, b' = ωb: the default init gain of W is already divided by ω (see
+      :class:`DifferentialMLP`); the biases b' = ω·b_init are not. A net with a
+      non-periodic activation gets no scaling.
     """
     if hidden_lr == "fan_in":
         scaled, scale = list(net.weights[1:-1]), 1.0 / net.width
@@ -233,10 +162,13 @@ def _merge_groups(
 
 def evaluate_checkpoint(path: str | Path) -> tuple[ExperimentConfig, str, dict[str, np.ndarray]]:
     """Test results of a training checkpoint (an unfinished run): (cfg, activation, result),
-    where the result has the keys of :func:`train_one` plus ``epoch`` (epochs completed)."""
+    where the result has the keys of :func:`train_one` plus ``epoch`` (epochs completed);
+    with ``eval_every``, ``test_mse`` (E, T, 3) is NaN after the last evaluation so far."""
     state = torch.load(path, weights_only=False)
     cfg_dict, activation = state["tag"]
-    cfg = ExperimentConfig(**cfg_dict)
+    cfg = config_from(cfg_dict)
+    if cfg is None:
+        raise ValueError(f"{path}: checkpoint settings {cfg_dict!r} are not a valid config")
     gen = torch.Generator().manual_seed(cfg.seed)
     problem = PROBLEMS[cfg.problem]
     _, test = make_data(problem, 1, cfg.noise, gen, getattr(torch, cfg.dtype))
@@ -249,9 +181,8 @@ def evaluate_checkpoint(path: str | Path) -> tuple[ExperimentConfig, str, dict[s
         H_true=test["H"].numpy(), train_loss=state["history"][: state["epoch"]],
         losses=np.array(cfg.losses), epoch=np.array(state["epoch"]),
     )
-    if cfg.eval_every:  # learning curves so far (NaN after the last completed evaluation)
-        result.update(test_mse=state["test_mse"],
-                      test_epochs=cfg.eval_every * np.arange(1, state["test_mse"].shape[1] + 1))
+    if len(eval_epochs(cfg)):  # curves so far (NaN after the last completed evaluation)
+        result.update(test_mse=state["test_mse"], test_epochs=eval_epochs(cfg))
     return cfg, activation, result
 
 
@@ -274,7 +205,8 @@ def train_one(
     ``cfg.inits`` > 1, every loss trains ``inits`` independently initialised members on the
     same batches: the keys above hold the first of them, ``mse_inits`` (E, inits, 3) all.
     With ``cfg.eval_every`` = k > 0, ``test_mse`` (E, epochs // k, 3) holds the test MSEs
-    after every k-th epoch (``test_epochs``; first initialisation). Evaluation draws no
+    after every k-th epoch (``test_epochs`` (T,), see :func:`eval_epochs`; first
+    initialisation). Evaluation draws no
     random numbers and builds no graph, so training is bitwise the same with or without it.
     """
     problem = PROBLEMS[cfg.problem]
@@ -284,15 +216,16 @@ def train_one(
     groups, nets, opts = _build(cfg, activation, gen)
     n_batches = cfg.n_train // cfg.batch  # last partial batch dropped
     history = np.zeros((cfg.epochs, len(cfg.losses)))
-    n_evals = cfg.epochs // cfg.eval_every if cfg.eval_every else 0
-    test_mse = np.full((len(cfg.losses), n_evals, 3), np.nan)
+    test_epochs = eval_epochs(cfg)
+    test_mse = np.full((len(cfg.losses), len(test_epochs), 3), np.nan)
     order = [loss for g in groups for loss in g]
     start, ckpt = 0, Path(checkpoint) if checkpoint is not None else None
     tag = (asdict(cfg), activation)
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        if state["tag"] == tag:
-            start, history, test_mse = state["epoch"], state["history"], state["test_mse"]
+        if state["tag"][1] == activation and config_from(state["tag"][0]) == cfg:
+            start, history = state["epoch"], state["history"]
+            test_mse = state.get("test_mse", test_mse)  # older checkpoints: no curves
             gen.set_state(state["rng"])
             for net, opt, (w, o) in zip(nets, opts, state["models"]):
                 net.load_state_dict(w)
@@ -348,9 +281,8 @@ def train_one(
         H_true=test["H"].numpy(), train_loss=history,
         seconds=np.array(time.perf_counter() - t0),
     )
-    if n_evals:
-        result.update(test_mse=test_mse,
-                      test_epochs=cfg.eval_every * np.arange(1, n_evals + 1))
+    if len(test_epochs):
+        result.update(test_mse=test_mse, test_epochs=test_epochs)
     return result
 
 
@@ -370,14 +302,13 @@ def run_experiment(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # The settings a stored result must match to be reused (activation list excluded).
-    settings = "\n".join(f"{k} = {v!r}" for k, v in asdict(cfg).items() if k != "activations")
+    settings = settings_text(cfg)  # a stored result is reused if its settings match
     results = {}
     for activation in cfg.activations:
         path = result_path(out, cfg.problem, activation, cfg.losses)
         if path.exists():
             with np.load(path) as stored:
-                if str(stored["config"]) == settings:
+                if settings_match(str(stored["config"]), cfg):
                     results[activation] = dict(stored)
                     continue
         ckpt = path.with_suffix(".ckpt.pt")

@@ -3,6 +3,7 @@ the results written by :func:`gradsurrogate.diffnet.experiment.run_experiment`."
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -12,7 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gradsurrogate.diffnet.experiment import LOSSES, evaluate_checkpoint, result_path
+from gradsurrogate.diffnet.config import LOSSES
+from gradsurrogate.diffnet.experiment import evaluate_checkpoint, result_path
 from gradsurrogate.diffnet.problems import PROBLEMS
 from gradsurrogate.io import save_figure, write_text_atomic
 
@@ -89,11 +91,31 @@ def load_results(
         merged = {}
         for k in _PER_MEMBER:
             values = [by_loss[loss].get(k) for loss in losses]
-            if all(v is not None for v in values) and len({v.shape for v in values}) == 1:
+            if k != "test_mse" and all(v is not None for v in values) \
+                    and len({v.shape for v in values}) == 1:
                 merged[k] = np.stack(values)  # mse_inits only where every loss has as many
-        shared = {k: v for k, v in by_loss[losses[0]].items() if k not in _PER_MEMBER}
+        shared = {k: v for k, v in by_loss[losses[0]].items()
+                  if k not in _PER_MEMBER and k != "test_epochs"}
+        merged |= _merge_curves(f"{problem}/{activation}", [by_loss[loss] for loss in losses])
         results[activation] = {**shared, **merged, "losses": np.array(losses)}
     return results
+
+
+def _merge_curves(name: str, members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``test_mse`` (E, T, 3) and ``test_epochs`` (T,) of members stored in separate runs:
+    members without curves get NaN rows; curves recorded at different epochs are dropped
+    with a warning; no member with curves gives {}."""
+    have = [m for m in members if "test_mse" in m]
+    if not have:
+        return {}
+    epochs = have[0]["test_epochs"]
+    if not all(np.array_equal(m["test_epochs"], epochs) for m in have):
+        warnings.warn(f"{name}: learning curves recorded at different epochs; not drawn",
+                      stacklevel=3)
+        return {}
+    blank = np.full((len(epochs), 3), np.nan)
+    return {"test_mse": np.stack([m.get("test_mse", blank) for m in members]),
+            "test_epochs": epochs}
 
 
 def _ordered(acts: Iterable[str]) -> list[str]:
@@ -232,8 +254,10 @@ def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path
 
 
 def plot_curves(problem: str, activation: str, res: dict[str, np.ndarray], path: Path) -> None:
-    """PNG of the test MSEs of f, df/dx, d²f/dx² against the epoch (runs with ``eval_every``),
-    one line per loss variant, the reference's final value of that loss dotted."""
+    """PNG of the test MSEs of f, df/dx, d²f/dx² against the epoch (runs with ``eval_every``):
+    ``res["test_mse"]`` (E, T, 3) against ``res["test_epochs"]`` (T,), one line per loss
+    variant (NaN points, e.g. a member stored without curves, are not drawn), the
+    reference's final value of that loss dotted."""
     losses = [str(x) for x in res["losses"]]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
