@@ -181,8 +181,9 @@ def evaluate_checkpoint(path: str | Path) -> tuple[ExperimentConfig, str, dict[s
         H_true=test["H"].numpy(), train_loss=state["history"][: state["epoch"]],
         losses=np.array(cfg.losses), epoch=np.array(state["epoch"]),
     )
-    if len(eval_epochs(cfg)):  # curves so far (NaN after the last completed evaluation)
-        result.update(test_mse=state["test_mse"], test_epochs=eval_epochs(cfg))
+    test_epochs = eval_epochs(cfg)
+    if len(test_epochs):  # curves so far (NaN after the last completed evaluation)
+        result.update(test_mse=state["test_mse"], test_epochs=test_epochs)
     return cfg, activation, result
 
 

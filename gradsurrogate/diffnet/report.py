@@ -18,8 +18,10 @@ from gradsurrogate.diffnet.experiment import evaluate_checkpoint, result_path
 from gradsurrogate.diffnet.problems import PROBLEMS
 from gradsurrogate.io import save_figure, write_text_atomic
 
-# stored with a leading member axis
-_PER_MEMBER = ("mse", "mse_inits", "test_mse", "y", "J", "H", "epoch", "finished")
+# stored with a leading member axis; stacked again when the runs of an activation merge
+_PER_MEMBER = ("mse", "mse_inits", "y", "J", "H", "epoch", "finished")
+# learning curves: test_mse has a member axis, test_epochs is per run (see _merge_curves)
+_CURVES = ("test_mse", "test_epochs")
 
 __all__ = [
     "REFERENCE", "format_spread", "format_table", "load_results", "plot_curves", "plot_problem",
@@ -82,8 +84,8 @@ def load_results(
         res["epoch"] = np.full(len(res["losses"]), int(res.get("epoch", len(res["train_loss"]))))
         res["finished"] = np.full(len(res["losses"]), path.suffix == ".npz")
         for e, loss in enumerate(map(str, res["losses"])):
-            member = {k: v[e] for k, v in res.items() if k in _PER_MEMBER}
-            member.update({k: v for k, v in res.items() if k not in _PER_MEMBER})
+            member = {k: v[e] for k, v in res.items() if k in (*_PER_MEMBER, "test_mse")}
+            member.update({k: v for k, v in res.items() if k not in member})
             parts.setdefault(activation, {})[loss] = member
     results = {}
     for activation, by_loss in parts.items():
@@ -91,11 +93,10 @@ def load_results(
         merged = {}
         for k in _PER_MEMBER:
             values = [by_loss[loss].get(k) for loss in losses]
-            if k != "test_mse" and all(v is not None for v in values) \
-                    and len({v.shape for v in values}) == 1:
+            if all(v is not None for v in values) and len({v.shape for v in values}) == 1:
                 merged[k] = np.stack(values)  # mse_inits only where every loss has as many
         shared = {k: v for k, v in by_loss[losses[0]].items()
-                  if k not in _PER_MEMBER and k != "test_epochs"}
+                  if k not in _PER_MEMBER and k not in _CURVES}
         merged |= _merge_curves(f"{problem}/{activation}", [by_loss[loss] for loss in losses])
         results[activation] = {**shared, **merged, "losses": np.array(losses)}
     return results
