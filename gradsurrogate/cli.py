@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 __all__ = ["COMMANDS", "add_common_flags", "config_flags", "config_from_args", "flag_names",
-           "main", "parse_bool", "run_command", "set_threads"]
+           "main", "parse_bool", "report_main", "run_command", "set_threads"]
 
 C = TypeVar("C")
 
@@ -27,8 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("gradsurrogate.demo:main", "short tour of the backward modes on one layer"),
     "xor": ("gradsurrogate.xor.cli:run_main", "train one XOR MLP under a backward spec"),
     "xor-grid": ("gradsurrogate.xor.cli:grid_main", "run the destroy-Jacobian grid (resumable)"),
-    "sweep": ("gradsurrogate.xor.cli:sweep_main", "expand a W&B sweep YAML and run it locally"),
-    "report": ("gradsurrogate.xor.cli:report_main", "Markdown + PNG report of a results dir"),
+    "sweep": ("gradsurrogate.sweep:main", "run any part's W&B sweep YAML locally, no server"),
+    "report": ("gradsurrogate.cli:report_main", "rebuild the report of any results folder"),
     "restore": ("gradsurrogate.restore.cli:main", "restore Jacobians from directional derivatives"),
     "jacnet": ("gradsurrogate.jacnet.cli:main", "JacNet experiments (exp, abs, 2-d)"),
     "diffnet": ("gradsurrogate.diffnet.cli:main", "deep differential network experiments"),
@@ -66,6 +66,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(getattr(module, func_name)(rest) or 0)
 
 
+def report_main(argv: Sequence[str]) -> int:
+    """``gradsurrogate report DIR [flags]``: the report of whichever part wrote ``DIR`` (its
+    ``.gradsurrogate-part`` marker; unmarked folders are XOR's), by that part's
+    ``report_main``."""
+    from gradsurrogate.runs import read_part
+
+    args = list(argv)
+    folder = next((a for a in args if not a.startswith("-")), None)
+    if folder is None:
+        if any(a in ("-h", "--help") for a in args):
+            print("usage: gradsurrogate report DIR [flags of that part's report]")
+            return 0
+        print("gradsurrogate report: error: give the results folder: gradsurrogate report DIR",
+              file=sys.stderr)
+        return 2
+    part = read_part(folder) or "xor"
+    target = {"xor": "gradsurrogate.xor.cli"}.get(part) or \
+        COMMANDS.get(part, ("",))[0].split(":")[0]
+    module = importlib.import_module(target) if target else None
+    if module is None or not hasattr(module, "report_main"):
+        print(f"gradsurrogate report: error: {folder!r} was written by {part!r}, which has no "
+              "report command", file=sys.stderr)
+        return 2
+    return int(module.report_main(args) or 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Shared CLI helpers: every part's `cli.py` builds its flags from its config dataclass, adds the
 # common flags, and runs its body through `run_command` (errors -> "gradsurrogate CMD: error:").
@@ -97,7 +123,10 @@ _SCALARS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": 
 
 def _field_kind(annotation: Any) -> tuple[str, Callable[[str], Any]]:
     """("scalar" | "list", converter) of a dataclass field's (string) annotation."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
+    if isinstance(annotation, str):
+        text = annotation
+    else:  # a real type (module without postponed annotations): int, tuple[str, ...], int | None
+        text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     text = text.replace("None", "").replace("|", "").replace("Optional[", "").strip(" ]")
     if text.startswith(("tuple[", "list[")):
         inner = text.split("[", 1)[1].split(",")[0].strip(" ]")

@@ -28,11 +28,20 @@ try:  # POSIX; elsewhere the store works without the cross-process lock
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "RESULTS", "RunStore", "StoreBusyError", "StoreWarning",
-           "check_writable", "non_default_fields", "run_id"]
+__all__ = ["LOCK_NAME", "PART_NAME", "RESULTS", "RunStore", "StoreBusyError", "StoreWarning",
+           "check_writable", "non_default_fields", "read_part", "run_id"]
 
 RESULTS = "results.jsonl"
 LOCK_NAME = ".gradsurrogate.lock"
+PART_NAME = ".gradsurrogate-part"
+
+
+def read_part(out_dir: str | Path) -> str | None:
+    """The part (``xor``, ``restore``, ...) that wrote ``out_dir`` (``None`` if unmarked)."""
+    try:
+        return (Path(out_dir) / PART_NAME).read_text().strip() or None
+    except OSError:
+        return None
 
 
 class StoreBusyError(RuntimeError):
@@ -84,11 +93,14 @@ class RunStore:
     """JSON-lines files of one output folder; ``with RunStore(out) as store:`` to write.
 
     ``key`` is the field every record carries (``run_id``); the latest record per key wins.
+    ``part`` (the command that writes the folder) is recorded in ``.gradsurrogate-part`` so that
+    ``gradsurrogate report DIR`` knows which report to write.
     """
 
-    def __init__(self, out_dir: str | Path, key: str = "run_id") -> None:
+    def __init__(self, out_dir: str | Path, key: str = "run_id", part: str | None = None) -> None:
         self.out = Path(out_dir)
         self.key = key
+        self.part = part
         self._lock_fd: int | None = None
 
     # -- lock --------------------------------------------------------------------------
@@ -122,6 +134,8 @@ class RunStore:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
         self.clean_temp()
+        if self.part is not None and read_part(self.out) != self.part:
+            (self.out / PART_NAME).write_text(self.part + "\n")
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -191,7 +205,8 @@ class RunStore:
                 rekey: Callable[[dict[str, Any]], str | None] | None = None
                 ) -> dict[str, dict[str, Any]]:
         """The latest record per key. ``rekey(record)`` recomputes a record's key from its
-        stored config (so runs stored under an older id scheme resume); ``None`` drops it."""
+        stored config (so runs stored under an older id scheme resume; the old key is kept as
+        ``stored_<key>``); ``None`` drops the record."""
         out: dict[str, dict[str, Any]] = {}
         for rec in self.lines(name):
             key = rec[self.key]
@@ -200,7 +215,7 @@ class RunStore:
                 if new is None:
                     continue
                 if new != key:
-                    rec = {**rec, self.key: new}
+                    rec = {**rec, self.key: new, f"stored_{self.key}": key}
                 key = new
             out[key] = rec
         return out

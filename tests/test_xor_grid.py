@@ -1,19 +1,18 @@
 """XOR grids: composition of the default grid, atomic results, resume after a kill, report."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from gradsurrogate.io import append_jsonl_many
+from gradsurrogate.io import append_jsonl_many, read_jsonl
+from gradsurrogate.runs import RunStore, StoreBusyError, StoreWarning
 from gradsurrogate.xor import XorConfig, default_grid, grid_configs, read_results, run_grid
 from gradsurrogate.xor.grid import chunk_configs, spec_for
-from gradsurrogate.xor.results import finished_ids, read_jsonl
+from gradsurrogate.xor.results import finished_ids
 
 TINY = dict(steps=12, eval_every=4, diag_every=6, n_train=64, n_test=64, batch_size=16, width=8)
 
@@ -54,7 +53,8 @@ def test_atomic_appends_and_torn_lines_are_skipped(tmp_path):
         fh.write(b'{"run_id": "c", "x"')
     rows = list(read_jsonl(path))
     assert rows == [{"run_id": "a", "x": None}, {"run_id": "b", "x": 1.5}]
-    assert finished_ids(tmp_path) == {"a", "b"}
+    with pytest.warns(StoreWarning, match=r"results.jsonl:3: skipped, torn last line"):
+        assert set(RunStore(tmp_path).records()) == {"a", "b"}
     for line in path.read_bytes().split(b"\n")[:2]:
         json.loads(line)  # strict JSON (no NaN)
 
@@ -89,32 +89,85 @@ def test_run_grid_resumes_and_skips_finished(tmp_path):
     assert XorConfig.from_dict(rec["config"]).run_id == rec["run_id"]
 
 
-def test_resume_after_sigkill(tmp_path):
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from gradsurrogate.xor import XorConfig, grid_configs, run_grid
+    configs = grid_configs(XorConfig(steps=12, eval_every=4, diag_every=0, n_train=64,
+                                     n_test=64, batch_size=16, width=8),
+                           ["grad_input"], ["flip"], [0.1, 0.2, 0.3, 0.4], [1], [0, 1, 2])
+    chunks = []
+    def die(records):
+        chunks.append(records)
+        if len(chunks) == int(sys.argv[2]):
+            # a kill in the middle of the next write: a torn line at the end of the file
+            with open(os.path.join(sys.argv[1], "results.jsonl"), "ab") as fh:
+                fh.write(b'{"run_id": "torn", "config": {"dep')
+            os.kill(os.getpid(), signal.SIGKILL)
+    run_grid(configs, sys.argv[1], max_group=1, on_chunk=die if int(sys.argv[2]) else None)
+""")
+
+
+def test_resume_after_sigkill_with_a_torn_line(tmp_path):
+    """SIGKILL after the 4th of 15 chunks, leaving a torn line: the rerun keeps the 4 finished
+    runs, trains exactly the 11 others, and no record sticks to the fragment."""
     out = tmp_path / "grid"
-    args = [sys.executable, "-m", "gradsurrogate.cli", "xor-grid", "--out", str(out),
-            "--steps", "300", "--width", "8", "--n-train", "64", "--n-test", "64",
-            "--batch-size", "16", "--eval-every", "50", "--diag-every", "0",
-            "--targets", "grad_input", "--modes", "flip", "--ps", "0.1,0.2,0.3,0.4",
-            "--depths", "1", "--seeds", "0,1,2", "--max-group", "1", "--no-report",
-            "--wandb", "disabled", "--threads", "1"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    results = out / "results.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and (not results.exists() or
-                                      len(results.read_bytes().splitlines()) < 2):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = list(read_jsonl(results))
-    assert 2 <= len(done) < 15, "the grid should have been killed part-way"
-    raw = results.read_bytes()
-    assert raw.endswith(b"\n")  # whole lines only
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(out), "4"], capture_output=True)
+    assert killed.returncode == -9
+    done = list(read_jsonl(out / "results.jsonl"))  # the torn fragment is not a line yet
+    assert len(done) == 4
+    rerun = subprocess.run([sys.executable, "-c", KILLER, str(out), "0"], capture_output=True,
+                           text=True)
     assert rerun.returncode == 0, rerun.stderr
-    final = list(read_jsonl(results))
+    assert "results.jsonl:5: skipped" in rerun.stderr  # the fragment, reported by line
+    with pytest.warns(StoreWarning, match="results.jsonl:5: skipped, not JSON"):
+        final = list(RunStore(out).records().values())
     assert len(final) == 15 == len({r["run_id"] for r in final})
-    assert final[:len(done)] == done  # finished runs were kept, not redone
+    assert final[:4] == done  # finished runs were kept, not redone
+    assert not list(out.glob(".*.tmp*"))
+
+
+def test_junk_lines_do_not_block_resume_or_report(tmp_path):
+    configs = grid_configs(XorConfig(**TINY), ["grad_weight"], ["sign"], [], [1], [0])
+    run_grid(configs, tmp_path, max_group=4)
+    with (tmp_path / "results.jsonl").open("a") as fh:
+        fh.write('42\nnull\n[]\n{}\n{"run_id": 7}\nnot json\n\n')
+    with pytest.warns(StoreWarning) as caught:
+        assert len(run_grid(configs, tmp_path, max_group=4)) == 2  # nothing retrained
+    lines = sorted({str(w.message).split(": skipped")[0].rsplit(":", 1)[1] for w in caught})
+    assert lines == ["3", "4", "5", "6", "7", "8"]
+    from gradsurrogate.xor.cli import report_main
+
+    with pytest.warns(StoreWarning):
+        assert report_main([str(tmp_path)]) == 0
+    assert "2 runs" in (tmp_path / "report.md").read_text()
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    configs = grid_configs(XorConfig(**TINY), ["grad_weight"], ["sign"], [], [1], [0])
+    with RunStore(tmp_path):
+        with pytest.raises(StoreBusyError, match="in use by another gradsurrogate process"):
+            run_grid(configs, tmp_path)
+        from gradsurrogate.xor.cli import grid_main
+
+        assert grid_main(["--out", str(tmp_path), "--steps=4", "--wandb=disabled",
+                          "--targets=grad_weight", "--modes=sign", "--depths=1",
+                          "--seeds=0"]) == 2
+    assert not (tmp_path / "results.jsonl").exists()
+    assert len(run_grid(configs, tmp_path)) == 2  # lock released
+
+
+def test_runs_stored_under_old_ids_resume(tmp_path):
+    """Records written with another id (an older id scheme) are re-keyed from their stored
+    config, so a resumed grid does not rerun them."""
+    configs = grid_configs(XorConfig(**TINY), ["grad_weight"], ["sign"], [], [1], [0])
+    run_grid(configs, tmp_path)
+    path = tmp_path / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "run_id": "old" + r["run_id"]}) + "\n"
+                            for r in rows))
+    assert finished_ids(tmp_path) == {c.run_id for c in configs}
+    assert len(run_grid(configs, tmp_path)) == 2
+    assert len(path.read_text().splitlines()) == 2  # nothing appended
 
 
 def test_grid_cli_writes_report(tmp_path):

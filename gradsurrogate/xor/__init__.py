@@ -5,7 +5,6 @@
 * :func:`run_grid` — run a list of configs grouped into ensembles, appending to
   ``DIR/results.jsonl`` and skipping finished runs (resumable); :func:`default_grid` is the
   destroy experiment;
-* :func:`expand_sweep` — the configs of a W&B sweep YAML (grid / random);
 * :func:`write_report` — Markdown summary and PNG figures of a results directory.
 """
 
@@ -15,16 +14,13 @@ from .ensemble import run_ensemble
 from .grid import default_grid, grid_configs, run_grid
 from .report import write_report
 from .results import read_results
-from .sweep import expand_sweep, load_sweep
 from .train import run_xor
 
 __all__ = [
     "XorConfig",
     "bayes_accuracy",
     "default_grid",
-    "expand_sweep",
     "grid_configs",
-    "load_sweep",
     "make_xor",
     "make_xor_split",
     "read_results",

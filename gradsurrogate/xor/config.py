@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from ..backward import TARGETS, BackwardSpec, Learned, RandomFeedback
+from ..registry import check_choice, check_int, check_number
+from ..runs import run_id
+from .data import check_data_params
 
 __all__ = ["OPTIMIZERS", "SUB_SEEDS", "XorConfig"]
 
@@ -52,20 +53,12 @@ class XorConfig:
                 "seed": 0, "data_seed": 0, "init_seed": 0, "noise_seed": 0, "eval_every": 1,
                 "diag_every": 0}
         for name, low in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number; got {self.lr!r}")
-        object.__setattr__(self, "lr", float(self.lr))
+            check_int(getattr(self, name), name, low)
+        object.__setattr__(self, "lr", check_number(self.lr, "lr"))
+        check_data_params(self.sigma, self.label_noise)
         object.__setattr__(self, "sigma", float(self.sigma))
         object.__setattr__(self, "label_noise", float(self.label_noise))
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; accepted: "
-                             f"{', '.join(OPTIMIZERS)}")
-        from .data import check_data_params
-
-        check_data_params(self.sigma, self.label_noise)
+        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         spec = self.backward_spec()
         for target, mode in spec.modes().items():
             if isinstance(mode, Learned):
@@ -94,7 +87,10 @@ class XorConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> XorConfig:
-        """Inverse of :meth:`to_dict` (per-target keys, if present, must agree with ``spec``)."""
+        """Inverse of :meth:`to_dict`. Per-target keys, if present, must agree with ``spec``
+        (a conflict is a ``ValueError`` naming the target and both modes)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"an XOR config must be a mapping; got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names - set(TARGETS)
         if unknown:
@@ -102,8 +98,17 @@ class XorConfig:
                              f"{sorted(names | set(TARGETS))}")
         kwargs = {k: v for k, v in data.items() if k in names}
         targets = {k: v for k, v in data.items() if k in TARGETS}
-        if targets and "spec" not in kwargs:
-            kwargs["spec"] = str(BackwardSpec.from_dict(targets))
+        if targets:
+            from_targets = BackwardSpec.from_dict(targets)
+            if "spec" not in kwargs:
+                kwargs["spec"] = str(from_targets)
+            else:
+                spec = BackwardSpec.parse(kwargs["spec"]).modes()
+                for target, mode in from_targets.modes().items():
+                    if target in targets and str(mode) != str(spec[target]):
+                        raise ValueError(f"conflicting XOR config: {target}={targets[target]!r} "
+                                         f"but spec {kwargs['spec']!r} has {target}="
+                                         f"{spec[target]}")
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> XorConfig:
@@ -111,9 +116,9 @@ class XorConfig:
 
     @property
     def run_id(self) -> str:
-        """12 hex digits of the SHA-1 of the canonical JSON of the config."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+        """:func:`gradsurrogate.runs.run_id`: 12 hex digits naming the fields that differ from
+        their defaults (a field added later with a default keeps every stored id)."""
+        return run_id(self)
 
     @property
     def feedback_scale(self) -> float | None:

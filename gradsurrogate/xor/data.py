@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..registry import check_number
+
 __all__ = ["XorData", "bayes_accuracy", "derive_seed", "make_xor", "make_xor_split"]
 
 #: Named random streams derived from one seed (see :func:`derive_seed`).
@@ -51,10 +53,9 @@ def bayes_accuracy(sigma: float, label_noise: float = 0.0) -> float:
 
 
 def check_data_params(sigma: float, label_noise: float) -> None:
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a positive number; got {sigma!r}")
-    if not (isinstance(label_noise, (int, float)) and 0.0 <= label_noise < 0.5):
-        raise ValueError(f"label_noise must lie in [0, 0.5); got {label_noise!r}")
+    """``ValueError`` unless ``sigma`` is finite and positive and ``label_noise`` in [0, 0.5)."""
+    check_number(sigma, "sigma")
+    check_number(label_noise, "label_noise", low=0.0, high=0.5, low_open=False, high_open=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backward import TARGETS, BackwardSpec, make_mode
+from ..registry import check_choice, check_int
+from ..runs import RunStore
 from ..tracking import Tracker
 from .config import SUB_SEEDS, XorConfig
 from .ensemble import run_ensemble
@@ -38,9 +40,7 @@ PARAMETRISED = ("flip", "blend")
 
 def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
     """The spec that applies ``mode`` (with parameter ``p``) to ``target`` or to ``"all"``."""
-    if target not in DEFAULT_TARGETS:
-        raise ValueError(f"unknown grid target {target!r}; accepted: "
-                         f"{', '.join(DEFAULT_TARGETS)}")
+    check_choice(target, DEFAULT_TARGETS, "grid target")
     targets = TARGETS if target == "all" else (target,)
     return BackwardSpec(**{t: make_mode(mode, p, t) for t in targets})
 
@@ -99,7 +99,7 @@ def chunk_configs(configs: list[XorConfig], max_group: int) -> list[list[XorConf
     return out
 
 
-def run_grid(configs: Sequence[XorConfig], out_dir: str | Path, max_group: int = 256,
+def run_grid(configs: Sequence[XorConfig], out_dir: str | Path | RunStore, max_group: int = 256,
              vectorised: bool = True, wandb: str | None = "disabled",
              project: str = "gradsurrogate-xor", progress: bool | None = None,
              device: torch.device | str | None = None, dtype: torch.dtype | None = None,
@@ -109,13 +109,26 @@ def run_grid(configs: Sequence[XorConfig], out_dir: str | Path, max_group: int =
 
     Vectorised: each chunk of up to ``max_group`` runs sharing a group key is one ensemble and
     one W&B run (a table of its members); sequential: one :func:`run_xor` per config. Finished
-    chunks are appended atomically, so a killed grid resumes where it stopped.
+    chunks are appended atomically, so a killed grid resumes where it stopped. ``out_dir`` is
+    a folder (locked for the duration: a second process on it gets
+    :class:`~gradsurrogate.runs.StoreBusyError`) or an already locked :class:`RunStore`.
     ``progress=None`` shows a bar only on a TTY.
     """
-    if max_group < 1:
-        raise ValueError(f"max_group must be a positive integer; got {max_group!r}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_int(max_group, "max_group", 1)
+    if isinstance(out_dir, RunStore) and out_dir.locked:
+        return _run_grid(configs, out_dir, max_group, vectorised, wandb, project, progress,
+                         device, dtype, on_chunk)
+    with RunStore(out_dir.out if isinstance(out_dir, RunStore) else out_dir) as store:
+        return _run_grid(configs, store, max_group, vectorised, wandb, project, progress,
+                         device, dtype, on_chunk)
+
+
+def _run_grid(configs: Sequence[XorConfig], store: RunStore, max_group: int, vectorised: bool,
+              wandb: str | None, project: str, progress: bool | None,
+              device: torch.device | str | None, dtype: torch.dtype | None,
+              on_chunk: Callable[[list[dict[str, Any]]], None] | None
+              ) -> list[dict[str, Any]]:
+    out_dir = store.out
     unique = list({c.run_id: c for c in configs}.values())
     done = finished_ids(out_dir)
     todo = [c for c in unique if c.run_id not in done]
@@ -129,7 +142,7 @@ def run_grid(configs: Sequence[XorConfig], out_dir: str | Path, max_group: int =
                 else [run_xor(chunk[0], device, dtype)]
             for record, _ in pairs:
                 record["group_size"] = len(chunk)
-            write_run(out_dir, pairs)
+            write_run(store, pairs)
             _log_chunk(wandb, project, out_dir, k, chunk, pairs, time.perf_counter() - start)
             if on_chunk is not None:
                 on_chunk([r for r, _ in pairs])

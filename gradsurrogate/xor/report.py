@@ -20,7 +20,10 @@ from .config import SUB_SEEDS
 from .results import read_curves, read_results
 from .train import BOUNDARY_LIM
 
-__all__ = ["describe_spec", "summarise", "write_report"]
+__all__ = ["FIGURES", "describe_spec", "report_tables", "summarise", "write_report"]
+
+#: the figures :func:`write_report` draws, under ``DIR/figures``
+FIGURES = ("acc_vs_p.png", "curves.png", "boundaries.png")
 
 SEED_FIELDS = ("seed", *SUB_SEEDS)
 TARGET_ORDER = ("exact", *TARGETS, "all")
@@ -102,6 +105,11 @@ def _varying(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _markdown(rows: list[dict[str, Any]], n_runs: int, figures: Path, out_dir: Path) -> str:
+    return "\n".join([*_summary_lines(rows, n_runs), *_listing(rows, figures, out_dir)])
+
+
+def _summary_lines(rows: list[dict[str, Any]], n_runs: int) -> list[str]:
+    """Title, fixed settings and the per-depth accuracy tables."""
     varying = _varying(rows)
     lines = ["# XOR destroy-Jacobian report", ""]
     if rows:
@@ -138,7 +146,13 @@ def _markdown(rows: list[dict[str, Any]], n_runs: int, figures: Path, out_dir: P
                                  if hit else "")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
-    lines += ["## All configurations", "",
+    return lines
+
+
+def _listing(rows: list[dict[str, Any]], figures: Path, out_dir: Path) -> list[str]:
+    """The table of every configuration and the figure links."""
+    varying = _varying(rows)
+    lines = ["## All configurations", "",
               "`reach` = median step at which test accuracy first reached 90% of the Bayes "
               "accuracy (runs that reached it); `cos W0` = mean cosine between the used and the "
               "true grad_weight of the first layer; `div` = diverged runs; `best` = mean best "
@@ -159,7 +173,13 @@ def _markdown(rows: list[dict[str, Any]], n_runs: int, figures: Path, out_dir: P
     lines += ["", "## Figures", "", f"![accuracy vs p]({rel}/acc_vs_p.png)", "",
               f"![curves]({rel}/curves.png)", "", f"![decision functions]({rel}/boundaries.png)",
               ""]
-    return "\n".join(lines)
+    return lines
+
+
+def report_tables(out_dir: str | Path) -> str:
+    """The report's title, settings and per-depth accuracy tables (Markdown) of a folder."""
+    records = read_results(out_dir)
+    return "\n".join(_summary_lines(summarise(records), len(records))).strip()
 
 
 def _label(row: dict[str, Any]) -> str:
@@ -169,23 +189,27 @@ def _label(row: dict[str, Any]) -> str:
     return f"{row['target']} {row['mode']}" + ("" if row["p"] is None else f":{row['p']:g}")
 
 
-def _plt():
+def _subplots(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs: Any):
+    """A ``matplotlib.figure.Figure`` and its axes grid (no pyplot, no global backend)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=kwargs.pop("dpi", 100))
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def _colours() -> list[str]:
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def plot_acc_vs_p(rows: list[dict[str, Any]], path: Path) -> None:
     """Final test accuracy vs p per target (columns) and depth (rows), mean ± std over seeds."""
-    plt = _plt()
     depths = sorted({r["config"]["depth"] for r in rows})
     targets = [t for t in TARGET_ORDER[1:] if any(r["target"] == t for r in rows)] or ["exact"]
-    fig, axes = plt.subplots(len(depths), len(targets), figsize=(2.6 * len(targets) + 0.5,
+    fig, axes = _subplots(len(depths), len(targets), figsize=(2.6 * len(targets) + 0.5,
                              2.3 * len(depths) + 0.4), squeeze=False, sharey=True, dpi=80)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = _colours()
     for i, depth in enumerate(depths):
         sub = [r for r in rows if r["config"]["depth"] == depth]
         for j, target in enumerate(targets):
@@ -222,7 +246,6 @@ def plot_acc_vs_p(rows: list[dict[str, Any]], path: Path) -> None:
     fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=len(uniq), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def _showcase(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -240,9 +263,8 @@ def _showcase(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot_curves(rows: list[dict[str, Any]], curves: dict[str, Any], path: Path) -> None:
     """Test loss and accuracy vs step for the showcase configs (first seed)."""
-    plt = _plt()
     depths = sorted({r["config"]["depth"] for r in rows})
-    fig, axes = plt.subplots(2, len(depths), figsize=(4.2 * len(depths), 5), squeeze=False,
+    fig, axes = _subplots(2, len(depths), figsize=(4.2 * len(depths), 5), squeeze=False,
                              dpi=80)
     for j, depth in enumerate(depths):
         for r in (r for r in rows if r["config"]["depth"] == depth):
@@ -262,16 +284,14 @@ def plot_curves(rows: list[dict[str, Any]], curves: dict[str, Any], path: Path) 
     axes[1][0].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def plot_boundaries(rows: list[dict[str, Any]], curves: dict[str, Any], path: Path) -> None:
     """P(class 1) on [-L, L]² for the showcase configs (first seed), Bayes rule dashed."""
-    plt = _plt()
     n = len(rows)
     cols = min(n, 6)
     nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.1 * cols, 2.2 * nrows), squeeze=False,
+    fig, axes = _subplots(nrows, cols, figsize=(2.1 * cols, 2.2 * nrows), squeeze=False,
                              dpi=80)
     for k, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -294,7 +314,6 @@ def plot_boundaries(rows: list[dict[str, Any]], curves: dict[str, Any], path: Pa
                      f"{_fmt(r['accs'][0])}", fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
-    plt.close(fig)
 
 
 def write_report(out_dir: str | Path, figures: str | Path | None = None) -> Path:
