@@ -44,11 +44,15 @@ def test_bayes_accuracy_closed_form():
 
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [
-    ({"sigma": 0.0}, "sigma must be a positive number; got 0.0"),
-    ({"label_noise": 0.5}, "label_noise must lie in [0, 0.5); got 0.5"),
+    ({"sigma": 0.0}, "sigma must be a finite number in (0, 3.4e+38); got 0.0"),
+    ({"sigma": float("nan")}, "sigma must be a finite number in (0, 3.4e+38); got nan"),
+    ({"label_noise": 0.5}, "label_noise must be a finite number in [0, 0.5); got 0.5"),
     ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; accepted: adam, sgd"),
     ({"depth": 0}, "depth must be an integer >= 1; got 0"),
-    ({"lr": -1.0}, "lr must be a positive number; got -1.0"),
+    ({"lr": -1.0}, "lr must be a finite number in (0, 3.4e+38); got -1.0"),
+    ({"lr": float("inf")}, "lr must be a finite number in (0, 3.4e+38); got inf"),
+    ({"lr": 1e300}, "lr must be a finite number in (0, 3.4e+38); got 1e+300"),
+    ({"steps": 2.5}, "steps must be an integer >= 1; got 2.5"),
     ({"spec": "grad_input=learned"}, "grad_input=learned is not accepted"),
     ({"spec": "grad_input=flop"}, "unknown backward mode 'flop'"),
 ])
@@ -58,8 +62,20 @@ def test_config_rejects_bad_values(kwargs, fragment):
     assert fragment in str(err.value)
 
 
+def test_from_dict_rejects_conflicting_keys():
+    c = XorConfig(spec="grad_input=sign")
+    assert XorConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ValueError, match=r"conflicting XOR config: grad_input='flip:0.3' but spec"):
+        XorConfig.from_dict({**c.to_dict(), "grad_input": "flip:0.3"})
+    with pytest.raises(ValueError, match=r"unknown XOR config key\(s\) \['depht'\]"):
+        XorConfig.from_dict({"depht": 3})
+    with pytest.raises(ValueError, match="must be a mapping"):
+        XorConfig.from_dict(42)
+
+
 def test_seeds_are_separate_streams_and_reproducible():
-    assert derive_seed(0, "train") != derive_seed(0, "test") != derive_seed(1, "train")
+    seeds = [derive_seed(s, name) for s in (0, 1) for name in ("train", "test", "init")]
+    assert len(set(seeds)) == len(seeds)  # pairwise distinct streams
     a, ta = make_xor_split(64, 32, 0.5, 0.05, seed=7)
     _, tb = make_xor_split(128, 32, 0.5, 0.05, seed=7)
     assert torch.equal(ta.x, tb.x) and torch.equal(ta.y, tb.y)  # test set independent of n_train
