@@ -5,7 +5,10 @@ interleaved repeats of (surrogate time / nn.Linear time) measured in the same ru
 the layer saves for backward beyond what nn.Linear saves. Targets: exact <= 1.10x,
 sign/flip/blend <= 1.5x, exact saves nothing extra.
 
-    python benchmarks/layers.py [--repeats 30] [--threads 2]
+``--ensemble E`` times ``EnsembleSurrogateLinear`` (E members, the XOR grid's small layers by
+default: batch 64, 16 -> 16) against the plain batched ``baddbmm`` autograd layer instead.
+
+    python benchmarks/layers.py [--repeats 30] [--threads 2] [--ensemble 32 --features 16]
 """
 
 from __future__ import annotations
@@ -41,14 +44,58 @@ def time_step(layer_fn, x, go) -> float:
     return time.perf_counter() - t0
 
 
+def ratios(candidates: dict, ref, x, go, repeats: int, params: list) -> dict[str, list[float]]:
+    """Per candidate: (its time / the reference's), interleaved, after one warm-up each."""
+    results: dict[str, list[float]] = {k: [] for k in candidates}
+    for fn in [ref, *candidates.values()]:
+        time_step(fn, x, go)
+    for _ in range(repeats):
+        for key, fn in candidates.items():
+            t_ref = time_step(ref, x, go)
+            results[key].append(time_step(fn, x, go) / t_ref)
+        for p in [x, *params]:
+            p.grad = None
+    return results
+
+
+def ensemble_main(args: argparse.Namespace) -> None:
+    """Ensemble layer vs ``baddbmm`` with plain autograd (same parameters)."""
+    e, n, d = args.ensemble, args.batch, args.features
+    layers = {mode: gs.EnsembleSurrogateLinear(e, d, d, spec=mode, generator=0)
+              for mode in ("exact", "grad_input=sign", "grad_input=flip:0.3",
+                           "grad_weight=blend:0.5")}
+    w, b = (p.detach().clone().requires_grad_() for p in layers["exact"].parameters())
+    for layer in layers.values():
+        layer.load_state_dict(layers["exact"].state_dict())
+    ref = lambda x: torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+    x = torch.randn(e, n, d, requires_grad=True)
+    go = torch.randn(e, n, d)
+    params = [w, b, *(p for m in layers.values() for p in m.parameters())]
+    results = ratios(layers, ref, x, go, args.repeats, params)
+    t_ref_ms = 1e3 * statistics.median(time_step(ref, x, go) for _ in range(10))
+    print(f"baddbmm forward+backward: {t_ref_ms:.3f} ms (ensemble {e}, batch {n}, {d}->{d}, "
+          f"float32, {args.threads} threads)\n")
+    print("| spec | time / baddbmm |")
+    print("|---|---|")
+    for spec, r in results.items():
+        print(f"| {spec} | {statistics.median(r):.2f}× |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=512)
-    ap.add_argument("--features", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=None, help="default 512 (64 with --ensemble)")
+    ap.add_argument("--features", type=int, default=None,
+                    help="default 1024 (16 with --ensemble)")
+    ap.add_argument("--ensemble", type=int, default=0, help="members; 0: single layers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.ensemble:
+        args.batch, args.features = args.batch or 64, args.features or 16
+        return ensemble_main(args)
+    args.batch, args.features = args.batch or 512, args.features or 1024
     torch.manual_seed(0)
     n, d = args.batch, args.features
     ref = nn.Linear(d, d)
@@ -73,29 +120,20 @@ def main() -> None:
     candidates = {("all", "exact (Function path)"): forced, **layers}
 
     ref_bytes = saved_bytes(lambda: ref(x))
-    results: dict[tuple[str, str], list[float]] = {k: [] for k in candidates}
-    for fn in [ref, *candidates.values()]:  # warm-up
-        time_step(fn, x, go)
-    for _ in range(args.repeats):
-        for key, fn in candidates.items():
-            t_ref = time_step(ref, x, go)
-            t = time_step(fn, x, go)
-            results[key].append(t / t_ref)
-        x.grad = None
-        for p in [*ref.parameters(), *(q for f in layers.values() for q in f.parameters())]:
-            p.grad = None
+    params = [*ref.parameters(), *(q for f in layers.values() for q in f.parameters())]
+    results = ratios(candidates, ref, x, go, args.repeats, params)
 
     t_ref_ms = 1e3 * statistics.median(time_step(ref, x, go) for _ in range(10))
     print(f"nn.Linear forward+backward: {t_ref_ms:.2f} ms "
           f"(batch {n}, {d}->{d}, float32, {args.threads} threads)\n")
     print("| target | mode | time / nn.Linear | extra saved for backward | target |")
     print("|---|---|---|---|---|")
-    for (target, mode), ratios in results.items():
+    for (target, mode), rs in results.items():
         fn = candidates[(target, mode)]
         extra = saved_bytes(lambda fn=fn: fn(x)) - ref_bytes
         goal = "≤ 1.10×" if mode.startswith("exact") else (
             "≤ 1.5×" if mode.split(":")[0] in ("sign", "flip", "blend") else "—")
-        print(f"| {target} | {mode} | {statistics.median(ratios):.2f}× | {extra} B | {goal} |")
+        print(f"| {target} | {mode} | {statistics.median(rs):.2f}× | {extra} B | {goal} |")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .backward import BackwardSpec
 from .diagnostics import end_to_end_fidelity, record_gradients
 from .layers import convert
+from .registry import check_int
 
 DEFAULT_SPECS = (
     "exact",
@@ -31,7 +33,14 @@ DEFAULT_SPECS = (
 
 def run_demo(specs: Sequence[str] = DEFAULT_SPECS, steps: int = 300, seed: int = 0,
              width: int = 64) -> list[dict[str, float | str]]:
-    """Train one MLP per spec on y = sin(3 x₁) cos(2 x₂); return one summary row per spec."""
+    """Train one MLP per spec on y = sin(3 x₁) cos(2 x₂); return one summary row per spec.
+
+    Every argument is checked before any training (``ValueError`` naming the bad value).
+    """
+    specs = [str(BackwardSpec.coerce(s)) for s in specs]
+    check_int(steps, "steps")
+    check_int(seed, "seed")
+    check_int(width, "width", low=1)
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(512, 2, generator=gen) * 2 - 1
     y = (torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:]))
@@ -66,21 +75,28 @@ def run_demo(specs: Sequence[str] = DEFAULT_SPECS, steps: int = 300, seed: int =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="gradsurrogate demo", description=__doc__)
+    from .cli import run_command
+
+    ap = argparse.ArgumentParser(prog="gradsurrogate demo", description=__doc__,
+                                 allow_abbrev=False)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--spec", action="append", help="backward spec (repeatable)")
-    args = ap.parse_args(argv)
-    rows = run_demo(args.spec or DEFAULT_SPECS, args.steps, args.seed)
-    print("First-layer weight gradient vs exact backprop's (end to end, at init); cosine of the "
-          "middle layer's grad_input vs its local exact value; MSE after "
-          f"{args.steps} Adam steps:\n")
-    print("| spec | cos W₀ | sign agree W₀ | norm ratio W₀ | local cos grad_input "
-          "| loss init | loss final |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['spec']} | {r['cos_first_layer']:.3f} | {r['sign_agree_first_layer']:.3f} "
-              f"| {r['norm_ratio_first_layer']:.3f} | {r['cos_local_grad_input']:.3f} "
-              f"| {r['loss_init']:.4f} "
-              f"| {r['loss_final']:.5f} |")
-    return 0
+
+    def body() -> int:
+        args = ap.parse_args(argv)
+        rows = run_demo(args.spec or DEFAULT_SPECS, args.steps, args.seed)
+        print("First-layer weight gradient vs exact backprop's (end to end, at init); cosine of "
+              "the middle layer's grad_input vs its local exact value; MSE after "
+              f"{args.steps} Adam steps:\n")
+        print("| spec | cos W₀ | sign agree W₀ | norm ratio W₀ | local cos grad_input "
+              "| loss init | loss final |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['spec']} | {r['cos_first_layer']:.3f} "
+                  f"| {r['sign_agree_first_layer']:.3f} | {r['norm_ratio_first_layer']:.3f} "
+                  f"| {r['cos_local_grad_input']:.3f} | {r['loss_init']:.4f} "
+                  f"| {r['loss_final']:.5f} |")
+        return 0
+
+    return run_command("demo", body)

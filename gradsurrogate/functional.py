@@ -222,9 +222,26 @@ class SurrogateFunction(torch.autograd.Function):
         return ctx.plan.op.jvp(x, w, dx, dw, db, ctx.plan.ensemble)
 
 
+def _check_tensors(x: Tensor, weight: Tensor, bias: Tensor | None,
+                   feedback: Tensor | None) -> None:
+    """Floating dtypes: ``ValueError`` naming the dtype otherwise. (Mixed floating dtypes are
+    left to torch, which accepts them under autocast.)
+
+    An empty batch is valid (as for ``nn.Linear``): the output is empty and the parameter
+    gradients are zero.
+    """
+    named = (("input", x), ("weight", weight), ("bias", bias), ("feedback", feedback))
+    for name, t in named:
+        if t is not None and not t.is_floating_point():
+            raise ValueError(f"{name} has dtype {t.dtype}; surrogate layers need a floating "
+                             f"dtype (float16, bfloat16, float32 or float64): convert it, e.g. "
+                             f"with .float()")
+
+
 def _apply(op: LayerOp, x: Tensor, weight: Tensor, bias: Tensor | None,
            spec: BackwardSpec | str | None, generator: Generators, feedback: Tensor | None,
            recorder: Recorder | None, ensemble: bool) -> Tensor:
+    _check_tensors(x, weight, bias, feedback)
     spec = BackwardSpec.coerce(spec)
     if isinstance(spec.weight, RandomFeedback) and feedback is None:
         raise ValueError(
@@ -251,14 +268,16 @@ def surrogate_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     ``weight`` (e, o, i), ``bias`` (e, o), ``x`` (e, *, i) -> (e, *, o); then ``generator``
     may be a list of ``e`` generators (member ``e`` draws from ``generator[e]``) and flip/blend
     parameters may be (e,) tensors. ``feedback`` (shaped like ``weight``) is required for
-    ``weight='random'``.
+    ``weight='random'``. Tensors must have a floating dtype; an empty batch (``n = 0``)
+    gives an empty output and zero parameter gradients, as ``nn.Linear`` does.
     """
     if weight.dim() not in (2, 3):
         raise ValueError(
             f"weight must be (out, in) or (ensemble, out, in); got shape {tuple(weight.shape)}"
         )
     ensemble = weight.dim() == 3
-    if x.shape[-1] != weight.shape[-1] or (ensemble and x.shape[0] != weight.shape[0]):
+    if x.dim() < 1 + ensemble or x.shape[-1] != weight.shape[-1] or \
+            (ensemble and x.shape[0] != weight.shape[0]):
         raise ValueError(
             f"input shape {tuple(x.shape)} does not match weight shape {tuple(weight.shape)}: "
             f"expected (*, {weight.shape[-1]})"
@@ -277,9 +296,14 @@ def surrogate_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                      feedback: Tensor | None = None, recorder: Recorder | None = None,
                      stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                      dilation: int | tuple[int, int] = 1, groups: int = 1) -> Tensor:
-    """``conv2d(x, W) + b`` with the backward of ``spec``; ``x`` (n, c, h, w) or (c, h, w)."""
+    """``conv2d(x, W) + b`` with the backward of ``spec``; ``x`` (n, c, h, w) or (c, h, w),
+    ``weight`` (o, c/groups, kh, kw). ``n = 0`` gives an empty output and zero gradients."""
     if isinstance(padding, str):
         raise ValueError(f"padding must be an int or pair of ints; got {padding!r}")
+    if x.dim() not in (3, 4) or weight.dim() != 4:
+        raise ValueError(f"conv2d needs input (n, c, h, w) or (c, h, w) and weight "
+                         f"(o, c/groups, kh, kw); got shapes {tuple(x.shape)} and "
+                         f"{tuple(weight.shape)}")
     pair = torch.nn.modules.utils._pair
     op = Conv2dOp(pair(stride), pair(padding), pair(dilation), groups)
     unbatched = x.dim() == 3

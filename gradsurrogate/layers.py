@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .backward import BackwardSpec, Generators, RandomFeedback
 from .functional import Recorder, surrogate_conv2d, surrogate_linear
+from .registry import check_int
 
 __all__ = [
     "ConversionReport",
@@ -137,6 +138,9 @@ class EnsembleSurrogateLinear(SurrogateMixin):
                  spec: SpecLike | None = None, generator: Generators | int = None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()
+        check_int(ensemble, "ensemble", low=1)
+        check_int(in_features, "in_features")
+        check_int(out_features, "out_features")
         if isinstance(generator, Sequence) and len(generator) != ensemble:
             raise ValueError(f"need one generator per member ({ensemble}); got {len(generator)}")
         self.in_features, self.out_features, self.ensemble = in_features, out_features, ensemble
@@ -156,6 +160,8 @@ class EnsembleSurrogateLinear(SurrogateMixin):
     def from_linears(cls, layers: Sequence[nn.Linear], spec: SpecLike | None = None,
                      generator: Generators | int = None) -> EnsembleSurrogateLinear:
         """Stack the parameters of ``layers`` (copied) into one ensemble layer."""
+        if not layers:
+            raise ValueError("from_linears needs at least one nn.Linear layer; got none")
         first = layers[0]
         out = cls(len(layers), first.in_features, first.out_features, first.bias is not None,
                   spec, generator, first.weight.device, first.weight.dtype)

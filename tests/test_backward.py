@@ -9,6 +9,8 @@ import torch
 import gradsurrogate as gs
 from gradsurrogate.backward import mean_abs, uniform_like
 
+F64 = torch.float64
+
 
 def test_spec_string_round_trip_and_dict():
     spec = gs.BackwardSpec(grad_input="flip:0.3", weight="sign", input="blend:0.25",
@@ -28,36 +30,99 @@ def test_spec_string_round_trip_and_dict():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "fragment"),
+    ("kwargs", "message"),
     [
-        ({"grad_input": "flp"}, "unknown backward mode 'flp' for grad_input; accepted: exact"),
-        ({"grad_input": "flip:1.3"}, "got 1.3"),
-        ({"grad_weight": "flip:-0.1"}, "got -0.1"),
-        ({"grad_input": "flip:nan"}, "[0, 1]"),
-        ({"grad_input": "flip"}, "needs a flip probability p"),
-        ({"weight": "blend:x"}, "cannot read 'x'"),
-        ({"input": "random"}, "does not apply to input; accepted: exact, flip:P"),
-        ({"weight": "none"}, "does not apply to weight"),
-        ({"grad_weight": "learned"}, "does not apply to grad_weight"),
-        ({"grad_input": 3}, "must be a string or a BackwardMode"),
-        ({"grad_input": "sign:foo"}, "'sign:rescale'"),
+        ({"grad_input": "flp"},
+         "unknown backward mode 'flp'; accepted: exact, flip, sign, blend, none, random, learned"),
+        ({"grad_input": "flip:1.3"},
+         "mode 'flip': flip probability p must be a finite number in [0, 1]; got '1.3'"),
+        ({"grad_weight": "flip:-0.1"}, "in [0, 1]; got '-0.1'"),
+        ({"grad_input": "flip:nan"}, "in [0, 1]; got 'nan'"),
+        ({"grad_input": "flip:1.5"}, "in [0, 1]; got '1.5'"),
+        ({"grad_input": "flip:inf"}, "in [0, 1]; got 'inf'"),
+        ({"grad_input": "flip"}, "mode 'flip' needs a flip probability p, e.g. 'flip:0.3'"),
+        ({"weight": "blend:x"}, "blend amount a must be a finite number in [0, 1]; got 'x'"),
+        ({"weight": "blend:inf"}, "blend amount a must be a finite number in [0, 1]; got 'inf'"),
+        ({"weight": "random:inf"},
+         "mode 'random': scale must be a finite number in (0, 3.4e+38); got 'inf'"),
+        ({"weight": "random:nan"}, "scale must be a finite number in (0, 3.4e+38); got 'nan'"),
+        ({"weight": "random:1e300"}, "got '1e300'"),
+        ({"weight": "random:0"}, "got '0'"),
+        ({"weight": "random:-1"}, "got '-1'"),
+        ({"input": "random:2"},
+         "backward mode 'random:2' does not apply to input; accepted: exact, flip, sign, blend"),
+        ({"weight": "none"},
+         "backward mode 'none' does not apply to weight; accepted: exact, flip, sign, blend, "
+         "random, learned"),
+        ({"grad_weight": "learned"},
+         "backward mode 'learned' does not apply to grad_weight; accepted: exact, flip, sign, "
+         "blend, none"),
+        ({"grad_input": 3}, "a backward mode must be a string or a BackwardMode; got 3"),
+        ({"grad_input": "sign:foo"},
+         "unknown option of mode 'sign' 'foo'; accepted: plain, rescale"),
+        ({"grad_input": "sign:"}, "bad backward mode for grad_input 'sign:'"),
+        ({"grad_input": " "}, "backward mode for grad_input must be a non-empty string"),
+        ({"grad_input": "exact:1"}, "mode 'exact' takes no argument; got exact:1"),
     ],
 )
-def test_bad_modes_name_value_and_accepted(kwargs, fragment):
+def test_bad_modes_name_value_and_accepted(kwargs, message):
     with pytest.raises(ValueError) as err:
         gs.BackwardSpec(**kwargs)
-    assert fragment in str(err.value)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: gs.Flip(float("nan")), "flip probability p must be a finite number in [0, 1]; "
+                                        "got nan"),
+        (lambda: gs.Flip(True), "got True"),
+        (lambda: gs.Blend(2), "blend amount a must be a finite number in [0, 1]; got 2"),
+        (lambda: gs.RandomFeedback(float("inf")), "scale must be a finite number in (0, "),
+        (lambda: gs.Flip(torch.tensor([0.2, 1.5], dtype=F64)), "got 1.5 in [0.2, 1.5]"),
+        (lambda: gs.Flip(torch.tensor([0.2, float("nan")], dtype=F64)), "got nan in [0.2, nan]"),
+        (lambda: gs.make_mode("flip", float("nan")), "got nan"),
+        (lambda: gs.make_mode("blend", 1.5, "weight"), "blend amount a must be a finite number "
+                                                       "in [0, 1]; got 1.5"),
+        (lambda: gs.make_mode("random", 2.0, "weight"), "takes no parameter; got p=2.0"),
+        (lambda: gs.make_mode("sign", 0.3), "takes no parameter; got p=0.3"),
+    ],
+)
+def test_bad_mode_objects_name_value_and_range(make, message):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert message in str(err.value)
 
 
 def test_bad_spec_strings_and_targets():
-    with pytest.raises(ValueError, match="unknown backward target"):
+    with pytest.raises(ValueError) as err:
         gs.BackwardSpec.parse("grad_out=sign")
+    assert str(err.value) == ("unknown backward target 'grad_out'; accepted: grad_input, "
+                              "grad_weight, weight, input")
     with pytest.raises(ValueError, match="target=mode"):
         gs.BackwardSpec.parse("sign")
-    with pytest.raises(ValueError, match="unknown backward target"):
+    with pytest.raises(ValueError, match="unknown backward target 'bias'; accepted: grad_input"):
         gs.BackwardSpec().replace(bias="sign")
-    with pytest.raises(ValueError, match=r"p must lie in \[0, 1\]"):
-        gs.Flip(torch.tensor([0.2, 1.5]))
+    with pytest.raises(ValueError, match="unknown backward target 'bias'; accepted: grad_input"):
+        gs.BackwardSpec.from_dict({"bias": "sign"})
+    with pytest.raises(ValueError, match="a backward spec string is expected; got 3"):
+        gs.BackwardSpec.parse(3)
+
+
+@pytest.mark.parametrize("text", [
+    "grad_input=sign,grad_input=flip:0.3",
+    "grad_input=sign,weight=sign, GRAD_INPUT =flip:0.3",
+])
+def test_spec_naming_a_target_twice_is_rejected(text):
+    with pytest.raises(ValueError) as err:
+        gs.BackwardSpec.parse(text)
+    assert "names target 'grad_input' twice ('sign' and 'flip:0.3')" in str(err.value)
+
+
+def test_spec_parse_normalises_case_and_spaces():
+    spec = gs.BackwardSpec.parse(" Grad_Input = FLIP:0.25 , weight=Sign:Rescale ")
+    assert spec == gs.BackwardSpec(grad_input=gs.Flip(0.25), weight=gs.Sign(rescale=True))
+    assert gs.BackwardSpec.parse(" EXACT ") == gs.BackwardSpec()
 
 
 def test_make_mode_from_cli_pairs():

@@ -289,27 +289,6 @@ def test_conv2d_modes_match_definitions():
     assert torch.autograd.gradcheck(f, (xs, conv.weight, conv.bias))
 
 
-def test_diagnostics_report_metrics_per_layer():
-    torch.manual_seed(0)
-    model = gs.convert(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)),
-                       lambda n, m: "grad_input=flip:1" if n == "2" else "exact")
-    x = torch.randn(16, 4)
-    with gs.record_gradients(model) as rec:
-        loss = model(x).square().sum()
-    loss.backward()
-    s = rec.summary()
-    assert s[("2", "grad_input")]["cosine"] == pytest.approx(-1.0)
-    assert s[("2", "grad_input")]["sign_agreement"] == 0.0
-    assert s[("2", "grad_input")]["norm_ratio"] == pytest.approx(1.0)
-    assert s[("2", "grad_weight")]["cosine"] == pytest.approx(1.0)
-    # layer 0 receives the flipped gradient, but its own backward is exact w.r.t. what it got
-    assert s[("0", "grad_weight")]["cosine"] == pytest.approx(1.0)
-    assert {r.call for r in rec.records} == {0}
-    assert model[0].recorder is None  # detached after the block
-    m = gs.gradient_metrics(torch.zeros(3), torch.zeros(3))
-    assert m["cosine"] == 0 and m["norm_ratio"] == 0
-
-
 def test_ensemble_jvp_with_several_batch_dims_and_bias_tangent():
     g = torch.Generator().manual_seed(0)
     we, be = torch.randn(2, 5, 3, generator=g, dtype=F64), torch.randn(2, 5, generator=g, dtype=F64)
@@ -328,3 +307,52 @@ def test_ensemble_random_feedback_has_per_member_fan_in_scale():
         layer = gs.EnsembleSurrogateLinear(3, 16, 8, spec="weight=random", generator=gen)
         bound = 1 / 16 ** 0.5
         assert layer.feedback.abs().max() <= bound and layer.feedback.abs().max() > 0.8 * bound
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
+def test_non_floating_inputs_name_the_dtype(dtype):
+    layers = [gs.SurrogateLinear(4, 3), gs.EnsembleSurrogateLinear(2, 4, 3),
+              gs.SurrogateConv2d(4, 3, 1)]
+    inputs = [torch.ones(2, 4), torch.ones(2, 5, 4), torch.ones(1, 4, 3, 3)]
+    for layer, x in zip(layers, inputs):
+        with pytest.raises(ValueError) as err:
+            layer(x.to(dtype))
+        assert f"input has dtype {dtype}; surrogate layers need a floating dtype" in str(err.value)
+    with pytest.raises(ValueError, match=r"weight has dtype torch\.int64"):
+        gs.surrogate_linear(torch.ones(2, 4), torch.ones(3, 4, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("spec", ["exact", "grad_input=sign:rescale,grad_weight=flip:0.3",
+                                  "input=blend:0.5,weight=random"])
+def test_empty_batch_works_like_torch_layers(spec):
+    """Batch 0: empty output, empty input gradient, zero parameter gradients, as nn.Linear."""
+    cases = [(gs.SurrogateLinear(4, 3, spec=spec, generator=0), nn.Linear(4, 3), (0, 4)),
+             (gs.SurrogateLinear(4, 3, spec=spec, generator=0), nn.Linear(4, 3), (2, 0, 4)),
+             (gs.SurrogateConv2d(2, 3, 3, spec=spec, generator=0), nn.Conv2d(2, 3, 3),
+              (0, 2, 5, 5)),
+             (gs.EnsembleSurrogateLinear(2, 4, 3, spec=spec, generator=0), None, (2, 0, 4))]
+    for layer, ref, shape in cases:
+        x = torch.zeros(shape, requires_grad=True)
+        y = layer(x)
+        if ref is not None:
+            ref.load_state_dict(layer.state_dict())
+            assert y.shape == ref(x).shape
+        y.sum().backward()
+        assert y.numel() == 0 and x.grad.shape == x.shape
+        assert torch.equal(layer.weight.grad, torch.zeros_like(layer.weight))
+        assert torch.equal(layer.bias.grad, torch.zeros_like(layer.bias))
+
+
+def test_bad_shapes_and_sizes_are_value_errors():
+    with pytest.raises(ValueError, match=r"input shape \(\) does not match weight shape"):
+        gs.SurrogateLinear(4, 3)(torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"input shape \(4,\) does not match .* 2 ensemble"):
+        gs.EnsembleSurrogateLinear(2, 4, 3)(torch.ones(4))
+    with pytest.raises(ValueError, match=r"conv2d needs input .*got shapes \(2, 5\)"):
+        gs.SurrogateConv2d(2, 3, 3)(torch.ones(2, 5))
+    with pytest.raises(ValueError, match="ensemble must be an integer >= 1; got 0"):
+        gs.EnsembleSurrogateLinear(0, 4, 3)
+    with pytest.raises(ValueError, match="in_features must be an integer >= 0; got -1"):
+        gs.EnsembleSurrogateLinear(2, -1, 3)
+    with pytest.raises(ValueError, match=r"at least one nn\.Linear"):
+        gs.EnsembleSurrogateLinear.from_linears([])

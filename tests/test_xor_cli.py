@@ -50,7 +50,8 @@ def test_flags_parse_in_both_forms():
     (["--label-noise", "0.5"], "label_noise must be a finite number in [0, 0.5); got 0.5"),
     (["--optimizer", "adamw"], "unknown optimizer 'adamw'; accepted: adam, sgd"),
     (["--steps", "0"], "steps must be an integer >= 1; got 0"),
-    (["--grad-weight", "flip", "--grad-weight-p", "1.5"], "must lie in [0, 1]; got 1.5"),
+    (["--grad-weight", "flip", "--grad-weight-p", "1.5"],
+     "must be a finite number in [0, 1]; got 1.5"),
 ])
 def test_bad_flags_give_clear_errors(argv, fragment, capsys):
     with pytest.raises(ValueError) as err:

@@ -4,7 +4,8 @@ A linear map ``y = x Wᵀ + b`` has the exact backward ``grad_input = g W``,
 ``grad_weight = gᵀ x``. A :class:`BackwardSpec` assigns one :class:`BackwardMode` to each of
 its four targets (``grad_input``, ``grad_weight``, ``weight``, ``input``); modes live in
 :mod:`.modes` behind a registry (``MODES``), the spec in :mod:`.spec`, seeded noise in
-:mod:`.draws`.
+:mod:`.draws`, and the per-member modes of ensemble layers (:func:`stack_modes`) in
+:mod:`.stack`.
 """
 
 from .draws import Generators, mean_abs, uniform_like
@@ -24,6 +25,7 @@ from .modes import (
     parse_mode,
 )
 from .spec import BackwardSpec
+from .stack import MemberModes, stack_modes
 
 __all__ = [
     "MODES",
@@ -35,6 +37,7 @@ __all__ = [
     "Flip",
     "Generators",
     "Learned",
+    "MemberModes",
     "NoGrad",
     "RandomFeedback",
     "Sign",
@@ -42,5 +45,6 @@ __all__ = [
     "make_mode",
     "mean_abs",
     "parse_mode",
+    "stack_modes",
     "uniform_like",
 ]

@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ..registry import check_choice, check_number, lookup, parse_arg
 from .draws import Generators, mean_abs, per_member, uniform_like
 
 __all__ = [
@@ -36,34 +37,32 @@ __all__ = [
     "Blend",
     "Exact",
     "Flip",
-    "Generators",
     "Learned",
     "NoGrad",
     "RandomFeedback",
     "Sign",
+    "accepted_modes",
+    "make_mode",
     "parse_mode",
 ]
 
 TARGETS: tuple[str, ...] = ("grad_input", "grad_weight", "weight", "input")
 
-def _check_unit_interval(name: str, value: float | Tensor, mode: str) -> float | Tensor:
+
+def _check_unit_interval(name: str, value: float | str | Tensor) -> float | Tensor:
+    """``value`` as a float (or a detached per-member tensor) in [0, 1]; else ``ValueError``."""
     if isinstance(value, Tensor) and value.dim() == 0:
         value = value.item()
-    if isinstance(value, Tensor):
-        bad = ~((value >= 0) & (value <= 1))
-        if bool(bad.any()):
-            raise ValueError(
-                f"{mode}: {name} must lie in [0, 1]; got {value[bad].flatten()[0].item()!r} "
-                f"in {value.tolist()!r}"
-            )
-        return value.detach()
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{mode}: {name} must be a number in [0, 1]; got {value!r}") from None
-    if not (0.0 <= value <= 1.0):  # also rejects nan
-        raise ValueError(f"{mode}: {name} must lie in [0, 1]; got {value!r}")
-    return value
+    if not isinstance(value, Tensor):
+        return check_number(value, name, low=0.0, high=1.0, low_open=False)
+    if value.is_complex() or value.dtype == torch.bool:
+        raise ValueError(f"{name} must be a real tensor of numbers in [0, 1]; got {value!r}")
+    bad = ~((value >= 0) & (value <= 1))  # also catches nan
+    if bool(bad.any()):
+        first = value[bad].flatten()[0].item()
+        raise ValueError(f"{name} must be a finite number in [0, 1]; got {first!r} "
+                         f"in {value.tolist()!r}")
+    return value.detach()
 
 
 def _num(v: float) -> str:
@@ -134,7 +133,8 @@ class _UnitParamMode(BackwardMode):
     param_doc: ClassVar[str]
 
     def __post_init__(self) -> None:
-        value = _check_unit_interval(self.param_doc, getattr(self, self.param), self.name)
+        value = _check_unit_interval(f"mode {self.name!r}: {self.param_doc}",
+                                     getattr(self, self.param))
         object.__setattr__(self, self.param, value)
 
     def value(self, t: Tensor, ensemble: bool) -> float | Tensor:
@@ -162,7 +162,7 @@ class _UnitParamMode(BackwardMode):
                 f"mode {cls.name!r} needs a {cls.param_doc}, e.g. '{cls.name}:0.3' "
                 f"({cls.param} in [0, 1])"
             )
-        return cls(_parse_number(arg, cls.name))
+        return cls(arg)  # validated (and read as a number) in __post_init__
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -196,11 +196,8 @@ class Sign(BackwardMode):
 
     @classmethod
     def from_arg(cls, arg: str | None) -> BackwardMode:
-        if arg in (None, "", "plain"):
-            return cls(False)
-        if arg == "rescale":
-            return cls(True)
-        raise ValueError(f"mode 'sign' accepts 'sign' or 'sign:rescale'; got 'sign:{arg}'")
+        option = "plain" if arg is None else arg.strip().lower()
+        return cls(check_choice(option, ("plain", "rescale"), "option of mode 'sign'") == "rescale")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -239,6 +236,9 @@ class RandomFeedback(BackwardMode):
     name: ClassVar[str] = "random"
     targets: ClassVar[frozenset[str]] = frozenset({"weight"})
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", check_number(self.scale, "mode 'random': scale"))
+
     def draw(self, weight: Tensor, generator: Generators = None,
              ensemble: bool | None = None) -> Tensor:
         """A fresh feedback matrix shaped like ``weight``: (o, i[, kh, kw]), or (e, o, i) when
@@ -258,7 +258,7 @@ class RandomFeedback(BackwardMode):
 
     @classmethod
     def from_arg(cls, arg: str | None) -> BackwardMode:
-        return cls() if arg is None else cls(_parse_number(arg, "random", unit=False))
+        return cls() if arg is None else cls(arg)  # validated in __post_init__
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -299,17 +299,6 @@ class Learned(BackwardMode):
         return hash(("learned", id(self.surrogate)))
 
 
-def _parse_number(text: str, mode: str, unit: bool = True) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        accepted = "a number in [0, 1]" if unit else "a positive number"
-        raise ValueError(f"mode {mode!r}: cannot read {text!r} as {accepted}") from None
-    if not unit and not value > 0:
-        raise ValueError(f"mode {mode!r}: scale must be positive; got {value!r}")
-    return value
-
-
 MODES: dict[str, type[BackwardMode]] = {
     cls.name: cls for cls in (Exact, Flip, Sign, Blend, NoGrad, RandomFeedback, Learned)
 }
@@ -325,30 +314,27 @@ _SYNTAX = {
 
 
 def accepted_modes(target: str) -> str:
+    """The syntax of the modes that apply to ``target`` (for help texts)."""
     return ", ".join(_SYNTAX[n] for n, cls in MODES.items() if target in cls.targets)
 
 
 def parse_mode(value: str | BackwardMode, target: str = "grad_input") -> BackwardMode:
-    """Parse ``"name"`` or ``"name:arg"`` (or pass a mode through) and check it fits ``target``."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown backward target {target!r}; accepted: {', '.join(TARGETS)}")
+    """Parse ``"name"`` or ``"name:arg"`` (or pass a mode through) and check it fits ``target``.
+
+    Every bad value is a ``ValueError`` naming it and the accepted ones (:mod:`..registry`).
+    """
+    check_choice(target, TARGETS, "backward target")
     if isinstance(value, BackwardMode):
         mode = value
     elif isinstance(value, str):
-        name, _, arg = value.strip().partition(":")
-        cls = MODES.get(name.strip().lower())
-        if cls is None:
-            raise ValueError(
-                f"unknown backward mode {value!r} for {target}; accepted: {accepted_modes(target)}"
-            )
-        mode = cls.from_arg(arg.strip() if arg else None)
+        name, arg = parse_arg(value, f"backward mode for {target}")
+        mode = lookup(MODES, name, "backward mode").from_arg(arg)
     else:
         raise ValueError(f"a backward mode must be a string or a BackwardMode; got {value!r}")
     if target not in mode.targets:
-        raise ValueError(
-            f"backward mode {str(mode)!r} does not apply to {target}; "
-            f"accepted: {accepted_modes(target)}"
-        )
+        fits = ", ".join(n for n, cls in MODES.items() if target in cls.targets)
+        raise ValueError(f"backward mode {str(mode)!r} does not apply to {target}; "
+                         f"accepted: {fits}")
     return mode
 
 
@@ -359,9 +345,9 @@ def make_mode(name: str, p: float | None = None, target: str = "grad_input") -> 
     """
     if p is None:
         return parse_mode(name, target)
-    if name.strip().lower() not in ("flip", "blend"):
+    if not isinstance(name, str) or name.strip().lower() not in ("flip", "blend"):
         raise ValueError(
             f"mode {name!r} for {target} takes no parameter; got p={p!r} "
             "(only flip and blend take one)"
         )
-    return parse_mode(f"{name}:{p!r}", target)
+    return parse_mode(MODES[name.strip().lower()](p), target)  # p checked by the mode

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..registry import check_choice
 from .modes import TARGETS, BackwardMode, Exact, Learned, parse_mode
 
 __all__ = ["BackwardSpec"]
@@ -45,9 +46,8 @@ class BackwardSpec:
         return any(m.random for m in self.modes().values())
 
     def replace(self, **changes: BackwardMode | str) -> BackwardSpec:
-        unknown = set(changes) - set(TARGETS)
-        if unknown:
-            raise ValueError(f"unknown backward target(s) {sorted(unknown)}; accepted: {TARGETS}")
+        for target in changes:
+            check_choice(target, TARGETS, "backward target")
         return dataclasses.replace(self, **changes)
 
     def bind(self, surrogate: Callable[..., Tensor]) -> BackwardSpec:
@@ -66,16 +66,16 @@ class BackwardSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BackwardSpec:
-        unknown = set(data) - set(TARGETS)
-        if unknown:
-            raise ValueError(f"unknown backward target(s) {sorted(unknown)}; accepted: {TARGETS}")
+        for target in data:
+            check_choice(target, TARGETS, "backward target")
         return cls(**{k: str(v) if not isinstance(v, BackwardMode) else v for k, v in data.items()})
 
     @classmethod
     def parse(cls, text: str) -> BackwardSpec:
-        """Inverse of ``str``: ``"exact"`` or ``"target=mode,target=mode"``."""
-        text = text.strip()
-        if text in ("", "exact"):
+        """Inverse of ``str``: ``"exact"`` or ``"target=mode,target=mode"``, each target once."""
+        if not isinstance(text, str):
+            raise ValueError(f"a backward spec string is expected; got {text!r}")
+        if text.strip().lower() in ("", "exact"):
             return cls()
         fields: dict[str, str] = {}
         for part in text.split(","):
@@ -83,9 +83,15 @@ class BackwardSpec:
             if not sep:
                 raise ValueError(
                     f"cannot parse backward spec {text!r}: expected 'target=mode' pairs "
-                    f"separated by ',' with targets {TARGETS}, or 'exact'"
+                    f"separated by ',' with targets {', '.join(TARGETS)}, or 'exact'"
                 )
-            fields[target.strip()] = mode.strip()
+            target = check_choice(target.strip().lower(), TARGETS, "backward target")
+            if target in fields:
+                raise ValueError(
+                    f"backward spec {text!r} names target {target!r} twice "
+                    f"({fields[target]!r} and {mode.strip()!r}); give each target once"
+                )
+            fields[target] = mode.strip()
         return cls.from_dict(fields)
 
     @classmethod

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ..backward import TARGETS, BackwardSpec, Learned, RandomFeedback
+from ..backward import TARGETS, BackwardSpec, Learned, RandomFeedback, accepted_modes
 from ..registry import check_choice, check_int, check_number
 from ..runs import run_id
 from .data import check_data_params
@@ -63,8 +63,9 @@ class XorConfig:
         for target, mode in spec.modes().items():
             if isinstance(mode, Learned):
                 raise ValueError(f"the XOR benchmark has no learned surrogate: {target}=learned "
-                                 "is not accepted (use exact, flip:P, sign, sign:rescale, "
-                                 "blend:A, none, random)")
+                                 "is not accepted; accepted: " + ", ".join(
+                                     m for m in accepted_modes(target).split(", ")
+                                     if not m.startswith("learned")))
         object.__setattr__(self, "spec", str(spec))
 
     def backward_spec(self) -> BackwardSpec:

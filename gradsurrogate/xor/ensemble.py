@@ -23,10 +23,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..diagnostics import record_gradients
+from ..ensemble import EnsembleOptimizer
 from .config import XorConfig
 from .data import XorData, generator, make_xor_split
 from .model import EnsembleXorMLP, init_params
-from .optim import EnsembleOptimizer
 from .train import (
     CURVE_KEYS,
     boundary_grid,

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backward import TARGETS, BackwardSpec
+from ..backward import TARGETS, BackwardSpec, stack_modes
 from ..layers import EnsembleSurrogateLinear, SurrogateLinear
-from .modes import stack_modes
 
 __all__ = ["EnsembleXorMLP", "XorMLP", "init_params", "layer_names"]
 

@@ -1,14 +1,15 @@
-"""Optimizers over ensemble parameters (dim 0 = member) with a per-member learning rate.
+"""Optimizer for ensemble parameters (dim 0 = member ``e``) with one learning rate per member.
 
-They follow ``torch.optim.Adam`` / ``torch.optim.SGD`` (no momentum, no weight decay) step for
-step, with one float ``lr`` per member, and leave frozen members (``active[e] = False``, e.g.
-diverged runs) untouched:
+:class:`EnsembleOptimizer` performs, for every member, exactly the update of
+``torch.optim.Adam`` / ``torch.optim.SGD`` (defaults: no momentum, no weight decay, no amsgrad)
+on that member's slice, bitwise (tested against the stock optimizers, one per member):
 
 * Adam: ``m ← β₁m + (1-β₁)g``, ``v ← β₂v + (1-β₂)g²``,
   ``θ ← θ - lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε)``;
 * SGD: ``θ ← θ - lr·g``.
 
-Parameters without a gradient (``grad_weight='none'`` for every member) are skipped, as in torch.
+Members with ``active[e] = False`` (e.g. diverged runs) keep their parameters. Parameters
+without a gradient (``grad_weight='none'`` for every member) are skipped, as in torch.
 """
 
 from __future__ import annotations
@@ -18,30 +19,40 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EnsembleOptimizer", "make_ensemble_optimizer"]
+from .registry import check_choice, check_number
+
+__all__ = ["OPTIMIZERS", "EnsembleOptimizer", "make_ensemble_optimizer"]
+
+#: names accepted for ``kind``
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 
 
 class EnsembleOptimizer:
-    """``kind`` ``"adam"`` or ``"sgd"``; ``lr``: one float per member (kept in double precision,
-    as torch keeps its scalar ``lr``); ``active`` (e,) bool, updated in place."""
+    """``kind`` ``"adam"`` or ``"sgd"``; ``lr``: one float per member (kept in double
+    precision, as torch keeps its scalar ``lr``); ``active`` (e,) bool, updated in place by
+    the caller. Every parameter has the members in dim 0: shape (e, ...)."""
 
     def __init__(self, params: Sequence[nn.Parameter], lr: Sequence[float], kind: str = "adam",
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        if kind not in ("adam", "sgd"):
-            raise ValueError(f"unknown optimizer {kind!r}; accepted: adam, sgd")
+        self.kind = check_choice(kind, OPTIMIZERS, "optimizer")
+        self.lr = [check_number(x, f"lr of member {e}") for e, x in enumerate(lr)]
+        self.betas = tuple(check_number(b, f"betas[{k}]", low=0.0, high=1.0, low_open=False,
+                                        high_open=True) for k, b in enumerate(betas))
+        self.eps = check_number(eps, "eps")
         self.params = list(params)
-        self.kind, self.betas, self.eps = kind, betas, eps
-        self.lr = [float(x) for x in lr]
+        if not self.lr or not self.params:
+            raise ValueError(f"EnsembleOptimizer needs parameters and one lr per member; got "
+                             f"{len(self.params)} parameters and {len(self.lr)} learning rates")
+        for k, p in enumerate(self.params):
+            if p.dim() == 0 or p.shape[0] != len(self.lr):
+                raise ValueError(f"parameter {k} of shape {tuple(p.shape)} must have the "
+                                 f"{len(self.lr)} members (one per lr) in dim 0")
         self.active = torch.ones(len(self.lr), dtype=torch.bool, device=self.params[0].device)
         self.state: dict[int, dict[str, Tensor]] = {}
-        self.t = 0
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
-
-    def _shape(self, value: Tensor, like: Tensor) -> Tensor:
-        return value.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
     def _lr_groups(self) -> list[tuple[float, Tensor | None]]:
         """(lr, member indices) per distinct learning rate (``None``: every member)."""
@@ -55,7 +66,6 @@ class EnsembleOptimizer:
     def step(self) -> None:
         """One update. Members sharing a learning rate are updated by the very ops of torch's
         single-tensor Adam/SGD (``addcdiv``/``add`` with a scalar), so results match bitwise."""
-        self.t += 1
         b1, b2 = self.betas
         groups = self._lr_groups()
         for k, p in enumerate(self.params):
@@ -78,9 +88,11 @@ class EnsembleOptimizer:
                 else:
                     upd = sel(p).addcdiv(sel(st["m"]), sel(denom), value=-lr / (1 - b1**t))
                 new = upd if index is None else new.index_copy(0, index, upd)
-            p.copy_(torch.where(self._shape(self.active, p).bool(), new, p))
+            active = self.active.to(p.device).reshape(-1, *([1] * (p.dim() - 1)))
+            p.copy_(torch.where(active, new, p))
 
 
-def make_ensemble_optimizer(model: nn.Module, lr: Sequence[float], kind: str
+def make_ensemble_optimizer(model: nn.Module, lr: Sequence[float], kind: str = "adam"
                             ) -> EnsembleOptimizer:
+    """An :class:`EnsembleOptimizer` over the trainable parameters of ``model``."""
     return EnsembleOptimizer([p for p in model.parameters() if p.requires_grad], lr, kind)

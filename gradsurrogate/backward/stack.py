@@ -1,4 +1,4 @@
-"""Per-member backward modes, so runs with different mode *types* share one ensemble.
+"""Per-member backward modes, so runs with different mode *types* share one ensemble layer.
 
 :func:`stack_modes` turns the modes of ``e`` runs (one per ensemble member) into one mode for an
 ensemble layer: the shared mode when all agree, ``Flip``/``Blend`` with an (e,) parameter tensor
@@ -16,16 +16,15 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..backward import TARGETS, BackwardMode, Blend, Exact, Flip, Generators, RandomFeedback
+from .draws import Generators
+from .modes import TARGETS, BackwardMode, Blend, Exact, Flip, Learned, RandomFeedback
 
 __all__ = ["MemberModes", "stack_modes"]
 
 
-def _kind(mode: BackwardMode) -> tuple[str, object]:
+def _kind(mode: BackwardMode) -> str:
     """Modes of one kind can be batched: flip/blend by type, others by their full identity."""
-    if isinstance(mode, (Flip, Blend)):
-        return (mode.name, None)
-    return (str(mode), None)
+    return mode.name if isinstance(mode, (Flip, Blend)) else str(mode)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -37,9 +36,12 @@ class MemberModes(BackwardMode):
     targets: ClassVar[frozenset[str]] = frozenset(TARGETS)
 
     def __post_init__(self) -> None:
-        if any(isinstance(m, RandomFeedback) for m in self.modes):
-            raise ValueError("weight='random' cannot be mixed with other modes in one ensemble")
-        groups: dict[tuple[str, object], list[int]] = {}
+        if not self.modes or not all(isinstance(m, BackwardMode) for m in self.modes):
+            raise ValueError(f"MemberModes needs one BackwardMode per member; got {self.modes!r}")
+        for cls, text in ((RandomFeedback, "weight='random'"), (Learned, "'learned'")):
+            if any(isinstance(m, cls) for m in self.modes):
+                raise ValueError(f"{text} cannot be mixed with other modes in one ensemble")
+        groups: dict[str, list[int]] = {}
         for e, mode in enumerate(self.modes):
             groups.setdefault(_kind(mode), []).append(e)
         batched = []

@@ -1,0 +1,146 @@
+"""gradient_metrics (the one metric implementation) and the gradient recorders."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import gradsurrogate as gs
+
+F64 = torch.float64
+
+
+def _floats(m: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(v) for k, v in m.items()}
+
+
+def test_metrics_match_hand_computed_values():
+    a = torch.tensor([1.0, 2.0, -2.0])
+    t = torch.tensor([2.0, 0.0, -1.0])
+    # <a,t> = 2 + 0 + 2 = 4, |a| = 3, |t| = √5, a - t = (-1, 2, -1), signs agree on 2 of 3
+    m = _floats(gs.gradient_metrics(a, t))
+    assert list(m) == list(gs.METRICS)
+    assert m["cosine"] == pytest.approx(4 / (3 * math.sqrt(5)), rel=1e-15)
+    assert m["sign_agreement"] == pytest.approx(2 / 3, rel=1e-15)
+    assert m["norm_ratio"] == pytest.approx(3 / math.sqrt(5), rel=1e-15)
+    assert m["rel_error"] == pytest.approx(math.sqrt(6) / math.sqrt(5), rel=1e-15)
+    assert all(v.dtype == F64 and v.shape == () for v in gs.gradient_metrics(a, t).values())
+
+
+@pytest.mark.parametrize(("a", "t", "want"), [
+    # both zero: cosine 0, every sign agrees, ratio and error 0
+    ([0.0, 0.0], [0.0, 0.0], (0.0, 1.0, 0.0, 0.0)),
+    # only the exact value is zero: ratio and error infinite
+    ([1.0, 0.0], [0.0, 0.0], (0.0, 0.5, math.inf, math.inf)),
+    # only the approximation is zero: ratio 0, error 1
+    ([0.0, 0.0], [3.0, -4.0], (0.0, 0.0, 0.0, 1.0)),
+    # opposite: cosine -1, no sign agrees, error 2
+    ([-1.0, 2.0], [1.0, -2.0], (-1.0, 0.0, 1.0, 2.0)),
+    # empty: nothing to disagree
+    ([], [], (0.0, 1.0, 0.0, 0.0)),
+])
+def test_metric_edge_cases(a, t, want):
+    m = _floats(gs.gradient_metrics(torch.tensor(a), torch.tensor(t)))
+    assert tuple(m[k] for k in gs.METRICS) == pytest.approx(want, abs=1e-15)
+
+
+def test_nan_input_gives_nan_not_a_silent_zero():
+    m = _floats(gs.gradient_metrics(torch.tensor([float("nan"), 1.0]), torch.tensor([1.0, 1.0])))
+    assert math.isnan(m["cosine"]) and math.isnan(m["norm_ratio"]) and math.isnan(m["rel_error"])
+    assert m["sign_agreement"] == 0.5
+
+
+def test_dim_reduces_only_the_named_dims():
+    g = torch.Generator().manual_seed(0)
+    a, t = torch.randn(4, 3, 5, generator=g), torch.randn(4, 3, 5, generator=g)
+    per_point = gs.gradient_metrics(a, t, dim=(1, 2))
+    assert all(v.shape == (4,) for v in per_point.values())
+    assert gs.gradient_metrics(a, t, dim=(-2, -1))["cosine"].equal(per_point["cosine"])
+    for n in range(4):
+        alone = gs.gradient_metrics(a[n], t[n])
+        for k in gs.METRICS:
+            assert per_point[k][n].item() == pytest.approx(alone[k].item(), rel=1e-12)
+    assert gs.gradient_metrics(a, t, dim=0)["cosine"].shape == (3, 5)
+    with pytest.raises(ValueError, match=r"dim must name one or more of the 3 dims.*got 3"):
+        gs.gradient_metrics(a, t, dim=3)
+    with pytest.raises(ValueError, match=r"got \(\)"):
+        gs.gradient_metrics(a, t, dim=())
+    with pytest.raises(ValueError, match=r"approx shape \(4, 3, 5\) must equal exact shape"):
+        gs.gradient_metrics(a, t[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+       scale=st.floats(0.01, 100.0), seed=st.integers(0, 2**16))
+def test_metric_properties_on_random_tensors(shape, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(*shape, generator=g, dtype=F64)
+    a = torch.randn(*shape, generator=g, dtype=F64)
+    m = gs.gradient_metrics(a, t)
+    scaled = gs.gradient_metrics(scale * a, t)
+    assert -1 <= m["cosine"] <= 1 and 0 <= m["sign_agreement"] <= 1
+    # cosine and sign agreement ignore a positive scale; the norm ratio follows it
+    assert scaled["cosine"].item() == pytest.approx(m["cosine"].item(), abs=1e-12)
+    assert scaled["sign_agreement"] == m["sign_agreement"]
+    assert scaled["norm_ratio"].item() == pytest.approx(scale * m["norm_ratio"].item(), rel=1e-12)
+    same = gs.gradient_metrics(t, t)
+    assert same["cosine"].item() == pytest.approx(1.0, abs=1e-12)
+    assert same["sign_agreement"] == 1 and same["rel_error"] == 0 and same["norm_ratio"] == 1
+
+
+def test_recorder_reports_metrics_per_layer():
+    torch.manual_seed(0)
+    model = gs.convert(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)),
+                       lambda n, m: "grad_input=flip:1" if n == "2" else "exact")
+    x = torch.randn(16, 4)
+    with gs.record_gradients(model) as rec:
+        loss = model(x).square().sum()
+    loss.backward()
+    s = rec.summary()
+    flipped = s[("2", "grad_input")]
+    assert flipped["cosine"] == pytest.approx(-1.0) and flipped["sign_agreement"] == 0.0
+    assert flipped["norm_ratio"] == pytest.approx(1.0) and flipped["rel_error"] == pytest.approx(2)
+    assert s[("2", "grad_weight")]["cosine"] == pytest.approx(1.0)
+    # layer 0 receives the flipped gradient, but its own backward is exact w.r.t. what it got
+    assert s[("0", "grad_weight")]["rel_error"] == 0.0
+    assert {r.call for r in rec.records} == {0}
+    assert model[0].recorder is None  # detached after the block
+
+
+def test_ensemble_recorder_gives_one_value_per_member():
+    layer = gs.EnsembleSurrogateLinear(
+        3, 4, 2, spec=gs.BackwardSpec(grad_input=gs.Flip(torch.tensor([0.0, 1.0, 0.0]))))
+    x = torch.randn(3, 5, 4, requires_grad=True)
+    with gs.record_gradients(layer) as rec:
+        y = layer(x)
+    y.square().sum().backward()
+    gi = next(r for r in rec.records if r.target == "grad_input")
+    assert gi.cosine == pytest.approx([1.0, -1.0, 1.0])
+    assert gi.rel_error == pytest.approx([0.0, 2.0, 0.0])
+
+
+def test_empty_batch_diagnostics_are_finite():
+    model = gs.convert(nn.Sequential(nn.Linear(4, 3)), "grad_input=sign")
+    x = torch.zeros(0, 4, requires_grad=True)
+    with gs.record_gradients(model) as rec:
+        y = model(x)
+    y.sum().backward()
+    for values in rec.summary().values():
+        assert all(math.isfinite(v) for v in values.values())
+
+
+def test_end_to_end_fidelity_is_exact_for_exact_specs_only():
+    torch.manual_seed(0)
+    x = torch.randn(32, 3)
+    model = gs.convert(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)), "exact")
+    loss_fn = lambda: model(x).square().mean()
+    for name, m in gs.end_to_end_fidelity(model, loss_fn).items():
+        assert m["rel_error"] == 0.0 and m["sign_agreement"] == 1.0, name
+    gs.convert(model, "grad_input=flip:1", include="2")
+    fid = gs.end_to_end_fidelity(model, loss_fn)
+    assert fid["0.weight"]["cosine"] == pytest.approx(-1.0) and fid["2.weight"]["rel_error"] == 0
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        gs.end_to_end_fidelity(model.requires_grad_(False), loss_fn)
