@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..diagnostics import GradientRecorder, record_gradients
+from ..diagnostics import METRICS, GradientRecorder, record_gradients
 from .config import XorConfig
 from .data import XorData, bayes_accuracy, generator, make_xor_split
 from .model import XorMLP, init_params
@@ -76,7 +76,7 @@ def diag_means(steps: list[dict[str, Any]]) -> dict[str, dict[str, float | None]
     for key in keys:
         vals = [s[key] for s in steps if key in s]
         out[key] = {}
-        for metric in ("cosine", "sign_agreement", "norm_ratio"):
+        for metric in METRICS:
             xs = [v[metric] for v in vals if v[metric] is not None]
             out[key][metric] = finite_or_none(sum(xs) / len(xs)) if xs else None
     return out
@@ -87,7 +87,7 @@ def diag_step(rec: GradientRecorder, step: int, member: int | None = None) -> di
     row: dict[str, Any] = {"step": step}
     for r in rec.records:
         vals = {}
-        for metric in ("cosine", "sign_agreement", "norm_ratio"):
+        for metric in METRICS:
             v = getattr(r, metric)
             vals[metric] = finite_or_none(float(v if member is None else v[member]))
         row[f"{r.layer}/{r.target}"] = vals
