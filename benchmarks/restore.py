@@ -38,8 +38,9 @@ def min_probes(problem, loss: str, dim: int, target: float, steps: int, seed: in
         for lr in LRS:
             gen = torch.Generator().manual_seed(seed + 1)  # not the seed that drew A
             s = make_surrogate("structured", dim, dim, 1.0, gen)
-            cfg = RestoreConfig(dim_sample=dim, loss=loss, epochs=steps, lr=lr,
-                                probe_budget=budget, target_cosine=target, seed=seed)
+            cfg = RestoreConfig(dim_in=dim, dim_out=dim, dim_sample=dim, loss=loss,
+                                epochs=steps, lr=lr, probe_budget=budget,
+                                target_cosine=target, seed=seed)
             if restore(problem, s, cfg, progress=False).status == "target_reached":
                 return budget, lr
     return None, None
@@ -49,8 +50,8 @@ def fresh(problem, loss: str, dim: int, dim_sample: int, target: float, epochs: 
           seed: int) -> tuple[int | None, float, float]:
     """Fresh sampling: evaluations when ``target`` is reached, final cosine, s/epoch."""
     s = make_surrogate("structured", dim, dim, 1.0, torch.Generator().manual_seed(seed + 1))
-    cfg = RestoreConfig(dim_sample=dim_sample, loss=loss, epochs=epochs, lr=1e-2,
-                        target_cosine=target, seed=seed)
+    cfg = RestoreConfig(dim_in=dim, dim_out=dim, dim_sample=dim_sample, loss=loss,
+                        epochs=epochs, lr=1e-2, target_cosine=target, seed=seed)
     start = time.perf_counter()
     res = restore(problem, s, cfg, progress=False)
     per_epoch = (time.perf_counter() - start) / len(res.history)

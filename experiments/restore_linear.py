@@ -1,10 +1,11 @@
 """The reference restoration experiment: f(x) = A x, all losses × dim_sample fractions.
 
 Sizes 4×4 … 128×128 (A ~ N(0, 1/dim_in)), structured surrogate, jvp target, Adam; epochs
-normalised as ``epoch_scale · dim_in · dim_out / dim_sample``. Every run appends a record to
-``OUT/results.jsonl`` through the ``gradsurrogate restore`` runner (finished runs are skipped,
-so the script resumes). Writes ``OUT/table.md`` (final cosine and relative error per loss ×
-size for each fraction) and figures (Jacobian heatmaps, metric curves, loss gradient fields).
+normalised as ``epoch_scale · dim_in · dim_out / dim_sample``. Every run is a
+:class:`~gradsurrogate.restore.RestoreConfig` run by :func:`~gradsurrogate.restore.run_restores`
+(one record per run in ``OUT/results.jsonl``; finished runs are skipped, so the script resumes).
+Writes ``OUT/table.md`` (final cosine and relative error per loss × size for each fraction) and
+figures (Jacobian heatmaps, metric curves, loss gradient fields).
 
     .venv/bin/python experiments/restore_linear.py --out runs/restore_linear
 """
@@ -17,39 +18,44 @@ from pathlib import Path
 
 import torch
 
-from gradsurrogate.io import read_jsonl, write_text_atomic
-from gradsurrogate.restore.cli import build_parser, config_of, run_one
+from gradsurrogate.cli import set_threads
+from gradsurrogate.io import write_text_atomic
+from gradsurrogate.restore import (
+    RestoreConfig,
+    build_problem,
+    build_surrogate,
+    restore,
+    run_restores,
+)
 from gradsurrogate.restore.plots import plot_curves, plot_jacobians, plot_loss_fields
+from gradsurrogate.restore.run import HISTORY, PART, stored_records
+from gradsurrogate.runs import RunStore, StoreBusyError, run_id
 
 LOSSES = ["mse", "log_mse", "cosine", "dot", "gensim:0.5", "gensim:1.5", "mixed", "log_mixed"]
 SIZES = [4, 8, 16, 32, 64, 128]
 FRACTIONS = [0.25, 0.5, 1.0]
 
 
-def cfg_for(size: int, loss: str, frac: float, args: argparse.Namespace) -> dict:
-    ds = max(1, round(frac * size))
-    argv = ["--dim-in", str(size), "--dim-out", str(size), "--dim-sample", str(ds),
-            "--loss", loss, "--epochs", "auto", "--epoch-scale", str(args.epoch_scale),
-            "--lr", str(args.lr), "--seed", str(args.seed), "--initial-messup",
-            str(args.initial_messup)]
-    return config_of(build_parser().parse_args(argv))
+def cfg_for(size: int, loss: str, frac: float, args: argparse.Namespace) -> RestoreConfig:
+    return RestoreConfig(dim_in=size, dim_out=size, dim_sample=max(1, round(frac * size)),
+                         loss=loss, epochs="auto", epoch_scale=args.epoch_scale, lr=args.lr,
+                         seed=args.seed, initial_messup=args.initial_messup)
 
 
-def table(records: list[dict], losses: list[str], sizes: list[int], frac: float) -> str:
-    by = {(r["loss"], r["dim_in"]): r for r in records
-          if round(r["dim_sample"] / r["dim_in"], 3) == round(max(1, round(frac * r["dim_in"]))
-                                                              / r["dim_in"], 3)}
+def table(records: dict[str, dict], configs: dict[tuple[str, int, float], RestoreConfig],
+          losses: list[str], sizes: list[int], frac: float) -> str:
+    """Final cosine / relative error of the runs of ``configs`` (loss, size, fraction)."""
     head = "| loss | " + " | ".join(f"{s}×{s}" for s in sizes) + " |"
     lines = [f"dim_sample = {frac:g}·dim_in — final cosine / relative error "
-             "(nonfinite runs marked)", "", head, "|---" * (len(sizes) + 1) + "|"]
+             "(diverged runs marked)", "", head, "|---" * (len(sizes) + 1) + "|"]
     for loss in losses:
         cells = []
         for s in sizes:
-            r = by.get((loss, s))
+            r = records.get(run_id(configs[loss, s, frac]))
             if r is None:
                 cells.append("–")
-            elif r["status"] == "nonfinite" or r["final_cosine"] is None:
-                cells.append("NaN")
+            elif r["diverged"] or r["final_cosine"] is None:
+                cells.append("diverged")
             else:
                 cells.append(f"{r['final_cosine']:.3f} / {r['final_rel_error']:.2f}")
         lines.append(f"| {loss} | " + " | ".join(cells) + " |")
@@ -68,20 +74,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/restore_linear")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    try:  # every config is validated before any run
+        set_threads(args.threads)
+        configs = {(loss, size, frac): cfg_for(size, loss, frac, args)
+                   for size in args.sizes for frac in args.fractions for loss in args.losses}
+        store = RunStore(args.out, part=PART)
+        store.acquire()  # --out writable and not in use by another process
+    except (ValueError, StoreBusyError) as err:
+        ap.error(str(err))
     out = Path(args.out)
-    done = {r["run_id"] for r in read_jsonl(out / "results.jsonl")}
-    for size in args.sizes:
-        for frac in args.fractions:
-            for loss in args.losses:
-                cfg = cfg_for(size, loss, frac, args)
-                if cfg["run_id"] in done:
-                    continue
-                rec = run_one(cfg, out, wandb_mode="disabled", progress=False)
-                print(json.dumps({k: rec[k] for k in ("loss", "dim_in", "dim_sample", "status",
-                                                      "final_cosine", "jvp_evals")}), flush=True)
-    records = read_jsonl(out / "results.jsonl")
-    text = "\n\n".join(table(records, args.losses, args.sizes, f) for f in args.fractions)
+    try:
+        run_restores(configs.values(), store, progress=False)
+        records = stored_records(store)
+    finally:
+        store.release()
+    text = "\n\n".join(table(records, configs, args.losses, args.sizes, f)
+                       for f in args.fractions)
     write_text_atomic(out / "table.md", text + "\n")
     print(text)
 
@@ -90,26 +98,19 @@ def main() -> None:
     mid = 64 if 64 in args.sizes else args.sizes[-1]
     runs = {}
     for loss in args.losses:
-        cfg = cfg_for(mid, loss, 0.25, args)
-        path = out / "history" / f"{cfg['run_id']}.json"
+        path = out / HISTORY / f"{run_id(cfg_for(mid, loss, 0.25, args))}.json"
         if path.exists():
             runs[loss] = json.loads(path.read_text())
     if runs:
         plot_curves(runs, figs / f"curves_{mid}x{mid}.png")
     # heatmaps of one re-run (16×16, mse and cosine, dim_sample 1/4)
-    from gradsurrogate.restore import RestoreConfig, linear_problem, make_surrogate, restore
-
     for loss in ("mse", "cosine"):
         cfg = cfg_for(16, loss, 0.25, args)
-        p = linear_problem(16, 16, seed=args.seed)
-        s = make_surrogate("structured", 16, 16, args.initial_messup,
-                           torch.Generator().manual_seed(args.seed + 1))
-        restore(p, s, RestoreConfig(dim_sample=cfg["dim_sample"], loss=loss,
-                                    epochs=cfg["epochs"], lr=args.lr, seed=args.seed),
-                progress=False)
+        p, s = build_problem(cfg), build_surrogate(cfg)
+        restore(p, s, cfg, progress=False, on_nonfinite="stop")
         z = torch.zeros(1, 16)
         plot_jacobians(p.jacobian(z)[0], s.jacobian(z)[0], figs / f"jacobian_16x16_{loss}.png",
-                       f"16×16, {loss}, dim_sample 4")
+                       f"16×16, {loss}, dim_sample {cfg.dim_sample}")
 
 
 if __name__ == "__main__":

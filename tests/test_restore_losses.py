@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gradsurrogate.restore import LOSSES, get_loss
+from gradsurrogate.restore import RESTORE_LOSSES, get_loss
 from gradsurrogate.restore.losses import LOG_EPS
 
 S2 = math.sqrt(2.0)
@@ -107,7 +107,7 @@ def test_minimisers() -> None:
 
 
 def test_registry_and_errors() -> None:
-    assert set(LOSSES) >= {"mse", "cosine", "dot", "gensim", "mixed"}
+    assert set(RESTORE_LOSSES) >= {"mse", "cosine", "dot", "gensim", "mixed"}
     assert str(get_loss("log_gensim:0.5")) == "log_gensim:0.5"
     with pytest.raises(ValueError, match=r"unknown loss 'huber'.*accepted: mse, cosine"):
         get_loss("huber")
@@ -117,5 +117,11 @@ def test_registry_and_errors() -> None:
         get_loss("gensim:abc")
     with pytest.raises(ValueError, match="takes no parameter"):
         get_loss("mse:3")
+    with pytest.raises(ValueError, match=r"unknown loss 'log_huber'; accepted: mse, .*log_mse"):
+        get_loss("log_huber")
+    with pytest.raises(ValueError, match=r"loss 'gated': parameter must be finite; got 'inf'"):
+        get_loss("gated:inf")
+    with pytest.raises(ValueError, match=r"bad loss 'gensim:'"):
+        get_loss("gensim:")
     with pytest.raises(ValueError, match="shapes differ"):
         get_loss("mse")(torch.zeros(2, 3), torch.zeros(2, 4))

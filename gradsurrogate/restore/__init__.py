@@ -1,15 +1,26 @@
 """Jacobian restoration: learn backward surrogates ``g(∇_f, α) ≈ ∇_α`` from directional
 derivatives, via the scalar equations ``g(∇_f, α)·dα ≈ ∇_f·df``.
 
-Pieces: :mod:`.sampling` (points, cotangents, random-subspace directions), :mod:`.targets`
+Pieces: :mod:`.config` (:class:`RestoreConfig`, the only source of a run's settings),
+:mod:`.sampling` (points, cotangents, random-subspace directions), :mod:`.targets`
 (jvp / finite differences / line integrals), :mod:`.losses` (registry), :mod:`.surrogates`
-(registry), :mod:`.trainer` (:func:`restore`), :mod:`.baseline` (least squares),
-:mod:`.online` (restoring the backward of layers while a network trains).
+(registry), :mod:`.trainer` (:func:`restore`), :mod:`.run` (:func:`run_restore`: train, store,
+resume), :mod:`.report`, :mod:`.baseline` (least squares), :mod:`.online` (restoring the
+backward of layers while a network trains).
 """
 
 from .baseline import least_squares_jacobian, least_squares_restore, least_squares_scalar
-from .losses import LOSSES, Loss, cos_sim, dot_sim, gen_sim, get_loss
-from .problems import Problem, jacobian_metrics, linear_problem, tanh_problem
+from .config import DTYPES, RESTORE_OPTIMIZERS, RestoreConfig, build_problem, build_surrogate
+from .losses import RESTORE_LOSSES, Loss, cos_sim, dot_sim, gen_sim, get_loss
+from .problems import (
+    RESTORE_PROBLEMS,
+    RestoreProblem,
+    jacobian_metrics,
+    linear_problem,
+    tanh_problem,
+)
+from .report import report_table, write_report
+from .run import run_restore, run_restores
 from .sampling import (
     get_alpha_sampler,
     normalised_epochs,
@@ -17,22 +28,27 @@ from .sampling import (
     sample_directions,
 )
 from .surrogates import SURROGATES, LogLinExp, MLPSurrogate, Structured, Surrogate, make_surrogate
-from .targets import TARGETS, directional_change, surrogate_line_integral
-from .trainer import NonFiniteLossError, RestoreConfig, RestoreResult, equations, restore
+from .targets import DF_TARGETS, directional_change, surrogate_line_integral
+from .trainer import NonFiniteLossError, RestoreResult, equations, restore
 
 __all__ = [
-    "LOSSES",
+    "DF_TARGETS",
+    "DTYPES",
+    "RESTORE_LOSSES",
+    "RESTORE_OPTIMIZERS",
+    "RESTORE_PROBLEMS",
     "SURROGATES",
-    "TARGETS",
     "LogLinExp",
     "Loss",
     "MLPSurrogate",
     "NonFiniteLossError",
-    "Problem",
     "RestoreConfig",
+    "RestoreProblem",
     "RestoreResult",
     "Structured",
     "Surrogate",
+    "build_problem",
+    "build_surrogate",
     "cos_sim",
     "directional_change",
     "dot_sim",
@@ -47,9 +63,13 @@ __all__ = [
     "linear_problem",
     "make_surrogate",
     "normalised_epochs",
+    "report_table",
     "restore",
+    "run_restore",
+    "run_restores",
     "sample_cotangents",
     "sample_directions",
     "surrogate_line_integral",
     "tanh_problem",
+    "write_report",
 ]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .problems import Problem, jacobian_metrics
+from ..registry import check_int
+from .problems import RestoreProblem, jacobian_metrics
 from .sampling import sample_directions
 from .targets import directional_change
 
@@ -45,7 +46,7 @@ def least_squares_scalar(u: Tensor, dalpha: Tensor, y: Tensor) -> Tensor:
     return sol.reshape(u.shape[1], dalpha.shape[1]).to(y.dtype)
 
 
-def least_squares_restore(problem: Problem, probes: int, dim_sample: int,
+def least_squares_restore(problem: RestoreProblem, probes: int, dim_sample: int,
                           direction_dist: str = "gaussian", target: str = "jvp",
                           seed: int = 0, fd_step: float = 1e-3) -> tuple[Tensor, dict[str, float]]:
     """Restore a constant Jacobian from ``probes`` directional evaluations drawn like the
@@ -53,8 +54,7 @@ def least_squares_restore(problem: Problem, probes: int, dim_sample: int,
 
     Returns ``B`` (o, i) and the metrics vs the true Jacobian (empty when unknown).
     """
-    if probes < 1:
-        raise ValueError(f"probes must be >= 1; got {probes}")
+    check_int(probes, "probes", 1)
     gen = torch.Generator().manual_seed(seed)
     dirs, dfs, left = [], [], probes
     while left > 0:

@@ -27,7 +27,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-__all__ = ["LOG_EPS", "LOSSES", "Loss", "cos_sim", "dot_sim", "gen_sim", "get_loss"]
+from ..registry import check_number, lookup, parse_arg
+
+__all__ = ["LOG_EPS", "RESTORE_LOSSES", "Loss", "accepted_losses", "cos_sim", "dot_sim",
+           "gen_sim", "get_loss"]
 
 #: ``eps`` of the log variants: ``log(L + LOG_EPS)``.
 LOG_EPS = 1e-12
@@ -128,8 +131,8 @@ class GenSim(Loss):
     takes: ClassVar[str | None] = "exponent a in [0, 2]"
 
     def __post_init__(self) -> None:
-        if not (0.0 <= float(self.a) <= 2.0):  # also rejects nan
-            raise ValueError(f"loss 'gensim': exponent a must lie in [0, 2]; got {self.a!r}")
+        object.__setattr__(self, "a", check_number(self.a, "loss 'gensim': exponent a", 0.0,
+                                                   2.0, low_open=False))
 
     def per_vector(self, x: Tensor, y: Tensor) -> Tensor:
         return (gen_sim(x, y, self.a) - gen_sim(y, y, self.a)) ** 2
@@ -157,8 +160,7 @@ class Gated(Loss):
     takes: ClassVar[str | None] = "gate sharpness beta > 0"
 
     def __post_init__(self) -> None:
-        if not float(self.beta) > 0:
-            raise ValueError(f"loss 'gated': beta must be positive; got {self.beta!r}")
+        object.__setattr__(self, "beta", check_number(self.beta, "loss 'gated': beta"))
 
     def per_vector(self, x: Tensor, y: Tensor) -> Tensor:
         return torch.sigmoid(self.beta * (cos_sim(x, y) - 1)) * (1 - dot_sim(x, y)) ** 2
@@ -198,11 +200,19 @@ def _number(text: str, loss: str) -> float:
     return value
 
 
-LOSSES: dict[str, type[Loss]] = {c.name: c for c in (MSE, Cosine, Dot, GenSim, Mixed, Gated)}
+#: the base losses by name (each also exists as ``log_<name>``).
+RESTORE_LOSSES: dict[str, type[Loss]] = {c.name: c for c in (MSE, Cosine, Dot, GenSim, Mixed,
+                                                              Gated)}
+#: every accepted name -> (class, wrapped in :class:`Log`)
+_NAMES: dict[str, tuple[type[Loss], bool]] = {
+    **{n: (c, False) for n, c in RESTORE_LOSSES.items()},
+    **{f"log_{n}": (c, True) for n, c in RESTORE_LOSSES.items()},
+}
 
 
 def accepted_losses() -> str:
-    base = [n + (":P" if c.takes else "") for n, c in LOSSES.items()]
+    """The accepted loss specs, for help texts (``:P`` marks a loss taking a parameter)."""
+    base = [n + (":P" if c.takes else "") for n, c in RESTORE_LOSSES.items()]
     return ", ".join(base) + "; and log_<any of these> (e.g. log_mse, log_gensim:0.5)"
 
 
@@ -210,13 +220,7 @@ def get_loss(spec: str | Loss) -> Loss:
     """Parse ``"name"``, ``"name:param"`` or ``"log_name[:param]"`` (a :class:`Loss` passes)."""
     if isinstance(spec, Loss):
         return spec
-    if not isinstance(spec, str):
-        raise ValueError(f"a loss must be a name or a Loss; got {spec!r}")
-    text = spec.strip().lower()
-    log = text.startswith("log_")
-    name, _, arg = text[4:].partition(":") if log else text.partition(":")
-    cls = LOSSES.get(name.strip())
-    if cls is None:
-        raise ValueError(f"unknown loss {spec!r}; accepted: {accepted_losses()}")
-    loss = cls.from_arg(arg.strip() if arg else None)
+    name, arg = parse_arg(spec, "loss")
+    cls, log = lookup(_NAMES, name, "loss")
+    loss = cls.from_arg(arg)
     return Log(loss) if log else loss

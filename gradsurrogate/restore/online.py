@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..backward import BackwardSpec, Learned
 from ..layers import SurrogateLinear, convert
+from ..registry import check_choice, check_int, check_number
 from .losses import get_loss
 from .problems import jacobian_metrics
 from .sampling import check_dim_sample, sample_cotangents, sample_directions
@@ -25,7 +26,10 @@ from .surrogates import Structured
 from .targets import directional_change
 from .trainer import NonFiniteLossError, equations
 
-__all__ = ["LayerRestorer", "OnlineRestorer"]
+__all__ = ["ONLINE_COTANGENTS", "LayerRestorer", "OnlineRestorer"]
+
+#: cotangents of the online restoration: random, or the real ``grad_output`` of the last backward
+ONLINE_COTANGENTS = ("gaussian", "real")
 
 
 class LayerRestorer:
@@ -40,12 +44,14 @@ class LayerRestorer:
         self.dim_sample = check_dim_sample(dim_sample or layer.in_features, layer.in_features)
         self.k = directions or self.dim_sample
         self.c = cotangents or layer.out_features
-        self.points, self.steps, self.target = points, steps, target
+        self.points = check_int(points, "points", 1)
+        self.steps = check_int(steps, "steps", 1)
+        self.target = check_choice(target, ("jvp", "fd"), "online restoration target")
         self.loss = get_loss(loss)
         self.gen = generator or torch.Generator().manual_seed(0)
         self.surrogate = Structured(layer.in_features, layer.out_features, initial_messup,
                                     self.gen, w.dtype, w.device)
-        self.opt = torch.optim.Adam(self.surrogate.parameters(), lr=lr)
+        self.opt = torch.optim.Adam(self.surrogate.parameters(), lr=check_number(lr, "lr"))
         self.jvp_evals = 0
         self.last_input: Tensor | None = None
         self.last_grad: Tensor | None = None
@@ -105,8 +111,7 @@ class OnlineRestorer:
                  points: int = 4, lr: float = 1e-2, steps: int = 1, target: str = "jvp",
                  cotangents: str = "gaussian", initial_messup: float = 1.0, seed: int = 0,
                  warmup_steps: int = 0) -> None:
-        if cotangents not in ("gaussian", "real"):
-            raise ValueError(f"cotangents must be 'gaussian' or 'real'; got {cotangents!r}")
+        check_choice(cotangents, ONLINE_COTANGENTS, "cotangents")
         if isinstance(model, nn.Linear):
             raise ValueError(
                 f"OnlineRestorer converts model's layers in place, which a bare layer "

@@ -1,4 +1,5 @@
-"""Figures of restoration runs (matplotlib, Agg backend, PNG).
+"""Figures of restoration runs: ``matplotlib.figure.Figure`` objects (no global backend, no
+pyplot state), saved atomically as PNG by the ``plot_*`` functions.
 
 * :func:`plot_loss_fields`: for each loss, the field ``-∇_x loss(x, y)`` over a 2-d grid of
   predictions ``x`` with a fixed target ``y`` (a quiver plot per loss; colour = loss value);
@@ -15,17 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..io import save_figure
 from .losses import get_loss
 
-__all__ = ["loss_field", "plot_curves", "plot_jacobians", "plot_loss_fields"]
+__all__ = ["curves_figure", "jacobians_figure", "loss_field", "loss_fields_figure", "plot_curves",
+           "plot_jacobians", "plot_loss_fields"]
 
 
 def loss_field(loss: str, target: Sequence[float] = (1.0, 0.5), extent: float = 2.0,
@@ -42,14 +41,14 @@ def loss_field(loss: str, target: Sequence[float] = (1.0, 0.5), extent: float = 
     return gx, gy, -grad.reshape(grid, grid, 2), values.detach().reshape(grid, grid)
 
 
-def plot_loss_fields(losses: Sequence[str], path: str | Path,
-                     target: Sequence[float] = (1.0, 0.5), extent: float = 2.0,
-                     grid: int = 17) -> Path:
+def loss_fields_figure(losses: Sequence[str], target: Sequence[float] = (1.0, 0.5),
+                       extent: float = 2.0, grid: int = 17) -> Figure:
     """One quiver panel per loss: arrows ``-∇_x loss`` with length ``tanh(|∇| / median |∇|)``
     (saturating, so both vanishing and exploding gradients stay visible), colour = loss."""
     cols = min(4, len(losses))
     rows = math.ceil(len(losses) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
+    fig = Figure(figsize=(3.0 * cols, 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, name in zip(axes.flat, losses):
         gx, gy, field, val = loss_field(name, target, extent, grid)
         norm = field.norm(dim=-1, keepdim=True)
@@ -68,15 +67,25 @@ def plot_loss_fields(losses: Sequence[str], path: str | Path,
         ax.axis("off")
     fig.suptitle(f"-grad_x loss(x, y), target y = {tuple(target)} (red star)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def plot_jacobians(true: Tensor, restored: Tensor, path: str | Path, title: str = "") -> Path:
+def plot_loss_fields(losses: Sequence[str], path: str | Path,
+                     target: Sequence[float] = (1.0, 0.5), extent: float = 2.0,
+                     grid: int = 17) -> Path:
+    """:func:`loss_fields_figure` saved as ``path``."""
+    return save_figure(loss_fields_figure(losses, target, extent, grid), path, dpi=80)
+
+
+def jacobians_figure(true: Tensor, restored: Tensor, title: str = "") -> Figure:
     """Heatmaps of ``true`` and ``restored`` (o, i) on one symmetric colour scale, and the
-    difference."""
+    difference (non-finite entries are drawn blank)."""
     t, r = true.detach().cpu().double(), restored.detach().cpu().double()
-    lim = float(max(t.abs().max(), r.abs().max(), 1e-12))
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    finite = torch.cat([t.flatten(), r.flatten()])
+    finite = finite[torch.isfinite(finite)]
+    lim = float(max(finite.abs().max() if finite.numel() else 0.0, 1e-12))
+    fig = Figure(figsize=(10, 3.4))
+    axes = fig.subplots(1, 3)
     for ax, mat, name in zip(axes, (t, r, r - t), ("true J", "restored J", "restored - true")):
         im = ax.imshow(mat.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
         ax.set_title(name, fontsize=9)
@@ -85,14 +94,20 @@ def plot_jacobians(true: Tensor, restored: Tensor, path: str | Path, title: str 
     fig.colorbar(im, ax=list(axes), shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
-def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
-                metrics: Sequence[str] = ("cosine", "rel_error", "sign_agreement", "loss"),
-                x: str = "jvp_evals") -> Path:
+def plot_jacobians(true: Tensor, restored: Tensor, path: str | Path, title: str = "") -> Path:
+    """:func:`jacobians_figure` saved as ``path``."""
+    return save_figure(jacobians_figure(true, restored, title), path, dpi=80)
+
+
+def curves_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]],
+                  metrics: Sequence[str] = ("cosine", "rel_error", "sign_agreement", "loss"),
+                  x: str = "jvp_evals") -> Figure:
     """Metric curves of several runs (``label -> history records``) against ``x``."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(metrics), 3.2))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for label, hist in runs.items():
             xs = [h[x] for h in hist if metric in h]
@@ -106,10 +121,11 @@ def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Pat
             ax.set_ylim(-0.1, 1.02)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    path = save_figure(fig, path, dpi=80)  # creates the folder
-    plt.close(fig)
-    return path
+def plot_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path,
+                metrics: Sequence[str] = ("cosine", "rel_error", "sign_agreement", "loss"),
+                x: str = "jvp_evals") -> Path:
+    """:func:`curves_figure` saved as ``path``."""
+    return save_figure(curves_figure(runs, metrics, x), path, dpi=80)

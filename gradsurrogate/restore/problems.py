@@ -11,11 +11,12 @@ from torch import Tensor
 
 from .sampling import AlphaSampler, get_alpha_sampler
 
-__all__ = ["Problem", "jacobian_metrics", "linear_problem", "tanh_problem"]
+__all__ = ["RESTORE_PROBLEMS", "RestoreProblem", "jacobian_metrics", "linear_problem",
+           "tanh_problem"]
 
 
 @dataclasses.dataclass
-class Problem:
+class RestoreProblem:
     """A black-box ``f: (m, i) -> (m, o)`` with a point distribution and, when known, its
     true Jacobian ``jacobian: (n, i) -> (n, o, i)`` (used for metrics only, never for training).
     """
@@ -30,7 +31,7 @@ class Problem:
 
 def linear_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype | None = None,
                    device: torch.device | str | None = None,
-                   matrix: Tensor | None = None) -> Problem:
+                   matrix: Tensor | None = None) -> RestoreProblem:
     """``f(x) = A x`` (rows: ``x Aᵀ``) with ``A`` (o, i) ~ N(0, 1/i) drawn from ``seed``
     (or the given ``matrix``); ``J_f = A`` everywhere; points ``x ~ N(0, I)``. ``dtype``
     defaults to the ``matrix``'s dtype when given, else to ``torch.get_default_dtype()``."""
@@ -42,7 +43,7 @@ def linear_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype 
     A = matrix.to(device=device, dtype=dtype)
     if A.shape != (dim_out, dim_in):
         raise ValueError(f"matrix must be ({dim_out}, {dim_in}); got {tuple(A.shape)}")
-    return Problem(
+    return RestoreProblem(
         f=lambda x: x @ A.T,
         dim_in=dim_in,
         dim_out=dim_out,
@@ -53,7 +54,7 @@ def linear_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype 
 
 
 def tanh_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype | None = None,
-                 device: torch.device | str | None = None) -> Problem:
+                 device: torch.device | str | None = None) -> RestoreProblem:
     """``f(x) = tanh(A x)``, ``J_f(x) = diag(1 - tanh²(A x)) A`` — a point-dependent Jacobian.
     ``dtype`` defaults to ``torch.get_default_dtype()``."""
     dtype = torch.get_default_dtype() if dtype is None else dtype
@@ -64,8 +65,13 @@ def tanh_problem(dim_in: int, dim_out: int, seed: int = 0, dtype: torch.dtype | 
         s = 1 - torch.tanh(x @ A.T) ** 2
         return s[:, :, None] * A
 
-    return Problem(lambda x: torch.tanh(x @ A.T), dim_in, dim_out, lin.alpha, jac,
-                   f"tanh{dim_out}x{dim_in}")
+    return RestoreProblem(lambda x: torch.tanh(x @ A.T), dim_in, dim_out, lin.alpha, jac,
+                          f"tanh{dim_out}x{dim_in}")
+
+
+#: ``name -> constructor(dim_in, dim_out, seed=, dtype=, device=)`` of the built-in problems.
+RESTORE_PROBLEMS: dict[str, Callable[..., RestoreProblem]] = {
+    "linear": linear_problem, "tanh": tanh_problem}
 
 
 def jacobian_metrics(restored: Tensor, true: Tensor) -> dict[str, float]:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..registry import check_choice, check_int, check_number
+
 __all__ = [
     "ALPHA_DISTS",
     "COTANGENT_DISTS",
@@ -54,12 +56,6 @@ def _rademacher(shape: tuple[int, ...], generator: torch.Generator | None, dtype
     return (2 * bits - 1).to(device=device, dtype=dtype)
 
 
-def _check_choice(value: str, accepted: tuple[str, ...], what: str) -> str:
-    if value not in accepted:
-        raise ValueError(f"unknown {what} {value!r}; accepted: {', '.join(accepted)}")
-    return value
-
-
 def check_dim_sample(dim_sample: int, dim_in: int) -> int:
     """``dim_sample`` must be an integer in ``[1, dim_in]``."""
     if isinstance(dim_sample, bool) or not isinstance(dim_sample, int):
@@ -79,8 +75,7 @@ def normalised_epochs(dim_in: int, dim_out: int, dim_sample: int, scale: float =
     Jacobian divided by the coordinates sampled per minibatch.
     """
     check_dim_sample(dim_sample, dim_in)
-    if not scale > 0:
-        raise ValueError(f"epoch scale must be positive; got {scale!r}")
+    check_number(scale, "epoch_scale")
     return max(1, math.ceil(scale * dim_in * dim_out / dim_sample))
 
 
@@ -122,7 +117,7 @@ def get_alpha_sampler(source: str | Tensor | AlphaSampler, dim_in: int, scale: f
         return StreamAlpha(source)
     if callable(source):
         return source
-    name = _check_choice(str(source), ALPHA_DISTS, "alpha distribution")
+    name = check_choice(source, ALPHA_DISTS, "alpha distribution")
     if name == "gaussian":
         return lambda n, g: scale * _draw(torch.randn, (n, dim_in), g, dtype, device)
     return lambda n, g: scale * (2 * _draw(torch.rand, (n, dim_in), g, dtype, device) - 1)
@@ -135,7 +130,7 @@ def sample_cotangents(n: int, c: int, dim_out: int, dist: str = "gaussian",
     """Cotangents ``∇_f`` (n, c, o): Gaussian, Rademacher, or the ``o`` basis vectors
     (``basis`` needs ``c == dim_out``; ``u_{n,c} = e_c``). ``dtype``: default dtype if None."""
     dtype = torch.get_default_dtype() if dtype is None else dtype
-    _check_choice(dist, COTANGENT_DISTS, "cotangent distribution")
+    check_choice(dist, COTANGENT_DISTS, "cotangent distribution")
     if dist == "basis":
         if c != dim_out:
             raise ValueError(f"cotangents 'basis' need cotangents == dim_out={dim_out}; got {c}")
@@ -158,9 +153,8 @@ def sample_directions(n: int, k: int, dim_in: int, dim_sample: int, dist: str = 
     """
     dtype = torch.get_default_dtype() if dtype is None else dtype
     check_dim_sample(dim_sample, dim_in)
-    _check_choice(dist, DIRECTION_DISTS, "direction distribution")
-    if k < 1:
-        raise ValueError(f"the number of directions per point must be >= 1; got {k}")
+    check_choice(dist, DIRECTION_DISTS, "direction distribution")
+    check_int(k, "directions per point", 1)
     gdev = generator.device if generator is not None else device
     perm = torch.randperm(dim_in, generator=generator, device=gdev)
     subspace = perm[:dim_sample].sort().values.to(device)

@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..registry import check_number, lookup
+
 __all__ = ["SURROGATES", "LogLinExp", "MLPSurrogate", "Structured", "Surrogate",
            "make_surrogate"]
 
@@ -171,9 +173,6 @@ def make_surrogate(name: str, dim_in: int, dim_out: int, initial_messup: float =
                    device: torch.device | str | None = None, **opts: Any) -> Surrogate:
     """Build a registered surrogate; ``opts`` go to its constructor (``width``, ...).
     ``dtype`` defaults to ``torch.get_default_dtype()``."""
-    cls = SURROGATES.get(name)
-    if cls is None:
-        raise ValueError(f"unknown surrogate {name!r}; accepted: {', '.join(SURROGATES)}")
-    if not math.isfinite(initial_messup):
-        raise ValueError(f"initial_messup must be finite; got {initial_messup!r}")
+    cls = lookup(SURROGATES, name, "surrogate")
+    initial_messup = check_number(initial_messup, "initial_messup", 0.0, low_open=False)
     return cls(dim_in, dim_out, initial_messup, generator, dtype, device, **opts)

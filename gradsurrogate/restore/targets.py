@@ -22,14 +22,16 @@ import torch
 from torch import Tensor
 
 from ..integrate import line_integral
+from ..registry import check_choice, check_number
 from .surrogates import Surrogate
 
-__all__ = ["FD_SCHEMES", "TARGETS", "Fn", "directional_change", "surrogate_line_integral"]
+__all__ = ["DF_TARGETS", "FD_SCHEMES", "Fn", "directional_change", "surrogate_line_integral"]
 
 #: ``f(alpha (m, i)) -> (m, o)``.
 Fn = Callable[[Tensor], Tensor]
 
-TARGETS = ("jvp", "fd", "integral")
+#: how ``df`` is obtained (the restoration target)
+DF_TARGETS = ("jvp", "fd", "integral")
 FD_SCHEMES = ("forward", "central")
 
 
@@ -43,20 +45,16 @@ def directional_change(f: Fn, alpha: Tensor, dalpha: Tensor, target: str = "jvp"
     if alpha.shape != dalpha.shape or alpha.dim() != 2:
         raise ValueError(f"alpha and dalpha must both be (m, dim_in); got {tuple(alpha.shape)} "
                          f"and {tuple(dalpha.shape)}")
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; accepted: {', '.join(TARGETS)}")
+    check_choice(target, DF_TARGETS, "target")
     m = alpha.shape[0]
     with torch.no_grad():
         if target == "jvp":
             _, df = torch.func.jvp(f, (alpha.contiguous(),), (dalpha.contiguous(),))
             return df, m
-        if not step > 0:
-            raise ValueError(f"{target} target: step must be positive; got {step!r}")
+        check_number(step, f"{target} target: step")
         if target == "integral":
             return f(alpha + step * dalpha) - f(alpha), 2 * m
-        if scheme not in FD_SCHEMES:
-            raise ValueError(f"unknown finite-difference scheme {scheme!r}; accepted: "
-                             f"{', '.join(FD_SCHEMES)}")
+        check_choice(scheme, FD_SCHEMES, "finite-difference scheme")
         if scheme == "forward":
             return (f(alpha + step * dalpha) - f(alpha)) / step, 2 * m
         return (f(alpha + step * dalpha) - f(alpha - step * dalpha)) / (2 * step), 2 * m

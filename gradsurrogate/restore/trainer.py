@@ -27,66 +27,22 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..registry import check_choice
+from .config import RESTORE_OPTIMIZERS, RestoreConfig
 from .losses import get_loss
-from .problems import Problem, jacobian_metrics
-from .sampling import check_dim_sample, sample_cotangents, sample_directions
+from .problems import RestoreProblem, jacobian_metrics
+from .sampling import sample_cotangents, sample_directions
 from .surrogates import Surrogate
-from .targets import TARGETS, directional_change, surrogate_line_integral
+from .targets import directional_change, surrogate_line_integral
 
-__all__ = ["NonFiniteLossError", "RestoreConfig", "RestoreResult", "equations", "restore"]
+__all__ = ["ON_NONFINITE", "NonFiniteLossError", "RestoreResult", "equations", "restore"]
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+#: what :func:`restore` does on a non-finite loss: raise, or stop with status ``"diverged"``
+ON_NONFINITE = ("raise", "stop")
 
 
 class NonFiniteLossError(FloatingPointError):
     """The restoration loss became NaN or inf."""
-
-
-@dataclasses.dataclass
-class RestoreConfig:
-    """Settings of one restoration run (``None`` sizes default to ``k = dim_sample``,
-    ``c = dim_out``)."""
-
-    dim_sample: int
-    loss: str = "mse"
-    target: str = "jvp"
-    epochs: int = 100
-    steps_per_epoch: int = 1
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    points: int = 1
-    directions: int | None = None
-    cotangents: int | None = None
-    direction_dist: str = "gaussian"
-    cotangent_dist: str = "gaussian"
-    fd_step: float = 1e-3
-    fd_scheme: str = "central"
-    integral_step: float = 1.0
-    integral_method: str = "gauss-legendre"
-    integral_nodes: int = 8
-    probe_budget: int | None = None
-    target_cosine: float | None = None
-    on_nonfinite: str = "raise"
-    eval_points: int = 4
-    seed: int = 0
-
-    def validate(self, problem: Problem) -> None:
-        check_dim_sample(self.dim_sample, problem.dim_in)
-        get_loss(self.loss)
-        if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}; accepted: {', '.join(TARGETS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; accepted: "
-                             f"{', '.join(OPTIMIZERS)}")
-        if self.on_nonfinite not in ("raise", "stop"):
-            raise ValueError(f"on_nonfinite must be 'raise' or 'stop'; got {self.on_nonfinite!r}")
-        for name in ("epochs", "steps_per_epoch", "points", "eval_points"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive; got {self.lr!r}")
-        if self.probe_budget is not None and self.probe_budget < 1:
-            raise ValueError(f"probe_budget must be >= 1 or None; got {self.probe_budget!r}")
 
 
 @dataclasses.dataclass
@@ -96,9 +52,14 @@ class RestoreResult:
     history: list[dict[str, Any]]
     jvp_evals: int
     f_evals: int
-    status: str  # "done", "target_reached" or "nonfinite"
+    status: str  # "done", "target_reached" or "diverged"
     final: dict[str, float]
     reached_at: int | None = None  # jvp_evals when target_cosine was first reached
+    diverged_step: int | None = None  # 1-based optimizer step whose loss was not finite
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
 
 
 class _ProbeBank:
@@ -147,8 +108,8 @@ def equations(surrogate: Surrogate, u: Tensor, alpha: Tensor, dalpha: Tensor, df
     return (g * dalpha[:, None]).sum(-1), y
 
 
-def _draw_probes(problem: Problem, cfg: RestoreConfig, gen: torch.Generator, dtype: torch.dtype,
-                 device: torch.device, limit: int | None = None
+def _draw_probes(problem: RestoreProblem, cfg: RestoreConfig, gen: torch.Generator,
+                 dtype: torch.dtype, device: torch.device, limit: int | None = None
                  ) -> tuple[Tensor, Tensor, Tensor, int]:
     """Draw one minibatch of ``n·k`` probes and evaluate ``f`` on them.
 
@@ -157,8 +118,7 @@ def _draw_probes(problem: Problem, cfg: RestoreConfig, gen: torch.Generator, dty
     and returned: as ``limit/k`` full rows when ``k`` divides ``limit``, otherwise as one row of
     ``limit`` probes with their own points (``alpha`` (1, limit, i)).
     """
-    n, i = cfg.points, problem.dim_in
-    k = cfg.directions or cfg.dim_sample
+    n, i, k = cfg.points, problem.dim_in, cfg.k
     alpha = problem.alpha(n, gen).to(device=device, dtype=dtype)
     dalpha, _ = sample_directions(n, k, i, cfg.dim_sample, cfg.direction_dist, gen, dtype, device)
     if cfg.target == "integral":
@@ -179,12 +139,23 @@ def _draw_probes(problem: Problem, cfg: RestoreConfig, gen: torch.Generator, dty
     return alpha, dalpha, df.reshape(rows, kk, -1), f_rows
 
 
-def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress: bool = True,
-            callback: Callable[[dict[str, Any]], None] | None = None,
-            cotangent_source: Callable[[int, int, torch.Generator], Tensor] | None = None
-            ) -> RestoreResult:
+def _check_dims(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig) -> None:
+    for what, obj in (("problem", problem), ("surrogate", surrogate)):
+        if (obj.dim_in, obj.dim_out) != (cfg.dim_in, cfg.dim_out):
+            raise ValueError(f"the {what} maps dim_in={obj.dim_in} to dim_out={obj.dim_out} but "
+                             f"the config says dim_in={cfg.dim_in}, dim_out={cfg.dim_out}")
+
+
+def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
+            progress: bool = True, callback: Callable[[dict[str, Any]], None] | None = None,
+            cotangent_source: Callable[[int, int, torch.Generator], Tensor] | None = None,
+            on_nonfinite: str = "raise") -> RestoreResult:
     """Train ``surrogate`` on ``problem`` for ``cfg.epochs`` epochs (``steps_per_epoch``
     minibatches each); metrics vs the true Jacobian (when known) after every epoch.
+
+    ``problem`` and ``surrogate`` are usually :func:`~.config.build_problem` /
+    :func:`~.config.build_surrogate` of ``cfg``; any others must have ``cfg``'s dims. The
+    trainer reads ``cfg``'s trainer settings (loss, target, epochs, lr, ...).
 
     ``cotangent_source(n, c, generator) -> (n, c, o)`` replaces the random cotangents (e.g.
     real output gradients recorded from a training run); ``callback(record)`` sees each epoch.
@@ -192,9 +163,10 @@ def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress
     ``jvp_evals`` counts directional evaluations (probes) of ``f``; ``f_evals`` counts rows
     evaluated (2 per probe for fd/integral). A non-finite loss raises
     :class:`NonFiniteLossError` (``on_nonfinite="raise"``) or ends the run with status
-    ``"nonfinite"`` (``"stop"``).
+    ``"diverged"`` and ``diverged_step`` (``"stop"``).
     """
-    cfg.validate(problem)
+    check_choice(on_nonfinite, ON_NONFINITE, "on_nonfinite")
+    _check_dims(problem, surrogate, cfg)
     p0 = next(surrogate.parameters())
     dtype, device = p0.dtype, p0.device
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -202,16 +174,15 @@ def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress
     eval_alpha = problem.alpha(cfg.eval_points, eval_gen).to(device=device, dtype=dtype)
     true_jac = problem.jacobian(eval_alpha) if problem.jacobian is not None else None
     loss_fn = get_loss(cfg.loss)
-    opt = OPTIMIZERS[cfg.optimizer](surrogate.parameters(), lr=cfg.lr)
+    opt = RESTORE_OPTIMIZERS[cfg.optimizer](surrogate.parameters(), lr=cfg.lr)
     bank = _ProbeBank(cfg.probe_budget) if cfg.probe_budget else None
     integral_opts = {"method": cfg.integral_method}
     if cfg.integral_method in ("gauss-legendre", "gauss-kronrod"):
         integral_opts["n"] = cfg.integral_nodes
-    k = cfg.directions or cfg.dim_sample
-    c = cfg.cotangents or problem.dim_out
+    k, c = cfg.k, cfg.c
     history: list[dict[str, Any]] = []
-    jvp_evals = f_evals = 0
-    status, reached_at = "done", None
+    jvp_evals = f_evals = step = 0
+    status, reached_at, diverged_step = "done", None, None
     start = time.perf_counter()
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"restore {cfg.loss}", disable=None if progress
                else True, leave=False)
@@ -236,13 +207,15 @@ def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress
                                       gen, dtype, device)
             pred, y = equations(surrogate, u, alpha, dalpha, df, cfg.target, integral_opts)
             loss = loss_fn(pred, y)
+            step += 1
             if not torch.isfinite(loss):
-                msg = (f"non-finite restoration loss {loss.item()} at epoch {epoch} (loss "
-                       f"{cfg.loss}, lr {cfg.lr}, surrogate {surrogate.name}); lower the lr or "
-                       "the initial_messup")
-                if cfg.on_nonfinite == "raise":
+                msg = (f"non-finite restoration loss {loss.item()} at step {step} (epoch "
+                       f"{epoch}; loss {cfg.loss}, lr {cfg.lr}, surrogate {surrogate.name}); "
+                       "lower the lr or the initial_messup")
+                if on_nonfinite == "raise":
                     raise NonFiniteLossError(msg)
-                status = "nonfinite"
+                status, diverged_step = "diverged", step
+                losses.append(loss.item())
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -259,7 +232,7 @@ def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress
         history.append(record)
         if callback is not None:
             callback(record)
-        if status == "nonfinite":
+        if status == "diverged":
             break
         if "cosine" in record:
             bar.set_postfix(cos=f"{record['cosine']:.4f}", loss=f"{record['loss']:.3g}")
@@ -267,7 +240,12 @@ def restore(problem: Problem, surrogate: Surrogate, cfg: RestoreConfig, progress
                 status, reached_at = "target_reached", jvp_evals
                 break
     bar.close()
+    if status != "diverged" and not all(bool(q.isfinite().all()) for q in surrogate.parameters()):
+        if on_nonfinite == "raise":  # the last update overflowed the parameters
+            raise NonFiniteLossError(f"non-finite surrogate parameters after step {step}; lower "
+                                     "the lr or the initial_messup")
+        status, diverged_step = "diverged", step
     final = {k_: v for k_, v in history[-1].items() if isinstance(v, float)}
-    if status == "nonfinite" and not math.isfinite(final.get("loss", 0.0)):
+    if status == "diverged" and not math.isfinite(final.get("loss", 0.0)):
         final["loss"] = float("nan")
-    return RestoreResult(history, jvp_evals, f_evals, status, final, reached_at)
+    return RestoreResult(history, jvp_evals, f_evals, status, final, reached_at, diverged_step)

@@ -1,0 +1,191 @@
+"""One restoration run's settings (:class:`RestoreConfig`): the only source of every restore
+setting and of its defaults (the CLI flags are generated from it), validated once.
+
+``RestoreConfig`` names the problem (``f``, its dims, ``dtype``), the surrogate (kind, width,
+``initial_messup``) and every trainer setting. :func:`build_problem` and
+:func:`build_surrogate` make the objects it describes (seeded from ``seed``), and
+:func:`gradsurrogate.restore.restore` trains with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..integrate import INTEGRATORS
+from ..registry import check_choice, check_int, check_number
+from .losses import accepted_losses, get_loss
+from .problems import RESTORE_PROBLEMS, RestoreProblem
+from .sampling import COTANGENT_DISTS, DIRECTION_DISTS, check_dim_sample, normalised_epochs
+from .surrogates import SURROGATES, Surrogate, make_surrogate
+from .targets import DF_TARGETS, FD_SCHEMES
+
+__all__ = ["DTYPES", "RESTORE_OPTIMIZERS", "RestoreConfig", "build_problem", "build_surrogate"]
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+RESTORE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def _f(default: Any, help_: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help_})
+
+
+def _name(value: Any, accepted: Any, what: str) -> str:
+    """A choice, compared lower-cased and stripped; stored in that canonical form."""
+    key = value.strip().lower() if isinstance(value, str) else value
+    return check_choice(key, accepted, what)
+
+
+def _optional_int(value: Any, name: str, low: int = 1) -> int | None:
+    return None if value is None else check_int(value, name, low)
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreConfig:
+    """Every setting of one restoration run; validated (and normalised) on construction.
+
+    ``epochs`` is an integer or ``"auto"`` = ``ceil(epoch_scale·dim_in·dim_out/dim_sample)``,
+    stored resolved (so ``dataclasses.replace`` of a dim keeps the old count: pass
+    ``epochs="auto"`` again). ``directions`` / ``cotangents`` default to ``k = dim_sample`` and
+    ``c = dim_out`` per point. Bad values raise ``ValueError`` naming the value and the
+    accepted ones; rates, steps and scales must be finite and positive.
+    """
+
+    problem: str = _f("linear", "f(x) = A x (linear) or tanh(A x) (tanh)")
+    dim_in: int = _f(16, "input dimension of f")
+    dim_out: int = _f(16, "output dimension of f")
+    dim_sample: int = _f(4, "coordinates of the random subspace of each minibatch (<= dim-in)")
+    loss: str = _f("mse", accepted_losses())
+    surrogate: str = _f("structured", ", ".join(SURROGATES))
+    width: int | None = _f(None, "hidden width of mlp/loglinexp surrogates (their default if "
+                                 "unset)")
+    initial_messup: float = _f(1.0, "scale of the initial surrogate parameters (>= 0)")
+    target: str = _f("jvp", "how df is obtained: " + ", ".join(DF_TARGETS))
+    epochs: int | str = _f("auto", "number of epochs, or 'auto' = "
+                                   "ceil(epoch-scale*dim-in*dim-out/dim-sample)")
+    epoch_scale: float = _f(16.0, "factor of epochs 'auto'")
+    steps_per_epoch: int = _f(1, "minibatches per epoch")
+    lr: float = _f(2e-2, "learning rate")
+    optimizer: str = _f("adam", ", ".join(RESTORE_OPTIMIZERS))
+    points: int = _f(1, "points alpha per minibatch")
+    directions: int | None = _f(None, "directions per point (default: dim-sample)")
+    cotangents: int | None = _f(None, "cotangents per point (default: dim-out)")
+    direction_dist: str = _f("gaussian", ", ".join(DIRECTION_DISTS))
+    cotangent_dist: str = _f("gaussian", ", ".join(COTANGENT_DISTS))
+    fd_step: float = _f(1e-3, "finite-difference step (target fd)")
+    fd_scheme: str = _f("central", ", ".join(FD_SCHEMES))
+    integral_step: float = _f(1.0, "segment length factor (target integral)")
+    integral_method: str = _f("gauss-legendre", ", ".join(INTEGRATORS))
+    integral_nodes: int = _f(8, "nodes of the Gauss integrators (target integral)")
+    probe_budget: int | None = _f(None, "stop probing after this many probes, then replay them")
+    target_cosine: float | None = _f(None, "stop once the cosine with the true Jacobian "
+                                           "reaches this")
+    eval_points: int = _f(4, "points at which the restored Jacobian is compared")
+    seed: int = _f(0, "seed of A, the surrogate init (seed+1) and the probes")
+    dtype: str = _f("float32", ", ".join(DTYPES))
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "problem", _name(self.problem, RESTORE_PROBLEMS, "problem"))
+        check_int(self.dim_in, "dim_in", 1)
+        check_int(self.dim_out, "dim_out", 1)
+        check_dim_sample(self.dim_sample, self.dim_in)
+        put(self, "loss", str(get_loss(self.loss)))
+        put(self, "surrogate", _name(self.surrogate, SURROGATES, "surrogate"))
+        _optional_int(self.width, "width")
+        if self.width is not None and self.surrogate == "structured":
+            raise ValueError(f"width={self.width} applies to the mlp and loglinexp surrogates, "
+                             "not to structured (its matrix is dim_out x dim_in)")
+        put(self, "initial_messup", check_number(self.initial_messup, "initial_messup", 0.0,
+                                                 low_open=False))
+        put(self, "target", _name(self.target, DF_TARGETS, "target"))
+        put(self, "epoch_scale", check_number(self.epoch_scale, "epoch_scale"))
+        put(self, "epochs", self._resolve_epochs())
+        for name in ("steps_per_epoch", "points", "integral_nodes", "eval_points"):
+            check_int(getattr(self, name), name, 1)
+        put(self, "lr", check_number(self.lr, "lr"))
+        put(self, "optimizer", _name(self.optimizer, RESTORE_OPTIMIZERS, "optimizer"))
+        _optional_int(self.directions, "directions")
+        _optional_int(self.cotangents, "cotangents")
+        put(self, "direction_dist", _name(self.direction_dist, DIRECTION_DISTS,
+                                          "direction distribution"))
+        put(self, "cotangent_dist", _name(self.cotangent_dist, COTANGENT_DISTS,
+                                          "cotangent distribution"))
+        if self.direction_dist == "coordinate" and self.k > self.dim_sample:
+            raise ValueError(f"'coordinate' directions need directions <= dim_sample="
+                             f"{self.dim_sample}; got {self.k}")
+        if self.cotangent_dist == "basis" and self.c != self.dim_out:
+            raise ValueError(f"cotangents 'basis' need cotangents == dim_out={self.dim_out}; "
+                             f"got {self.c}")
+        put(self, "fd_step", check_number(self.fd_step, "fd_step"))
+        put(self, "fd_scheme", _name(self.fd_scheme, FD_SCHEMES, "finite-difference scheme"))
+        put(self, "integral_step", check_number(self.integral_step, "integral_step"))
+        put(self, "integral_method", _name(self.integral_method, INTEGRATORS,
+                                           "integral method"))
+        _optional_int(self.probe_budget, "probe_budget")
+        if self.target_cosine is not None:
+            put(self, "target_cosine", check_number(self.target_cosine, "target_cosine", -1.0,
+                                                    1.0, low_open=False))
+        check_int(self.seed, "seed", 0)
+        put(self, "dtype", _name(self.dtype, DTYPES, "dtype"))
+
+    def _resolve_epochs(self) -> int:
+        epochs = self.epochs
+        if isinstance(epochs, str):
+            text = epochs.strip().lower()
+            if text == "auto":
+                return normalised_epochs(self.dim_in, self.dim_out, self.dim_sample,
+                                         self.epoch_scale)
+            if not text.isdigit():
+                raise ValueError(f"epochs must be a positive integer or 'auto'; got {epochs!r}")
+            epochs = int(text)
+        return check_int(epochs, "epochs", 1)
+
+    @property
+    def k(self) -> int:
+        """Directions per point."""
+        return self.directions or self.dim_sample
+
+    @property
+    def c(self) -> int:
+        """Cotangents per point."""
+        return self.cotangents or self.dim_out
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting (JSON-able; what a record stores under ``"config"``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RestoreConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are a ``ValueError`` (missing keys take
+        their defaults, so configs stored before a field existed still load)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            check_choice(key, names, "restore config key")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> RestoreConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def build_problem(cfg: RestoreConfig, device: torch.device | str | None = None
+                  ) -> RestoreProblem:
+    """The problem ``cfg`` names: ``A`` (o, i) drawn from ``cfg.seed``, in ``cfg.dtype``."""
+    return RESTORE_PROBLEMS[cfg.problem](cfg.dim_in, cfg.dim_out, seed=cfg.seed,
+                                         dtype=cfg.torch_dtype, device=device)
+
+
+def build_surrogate(cfg: RestoreConfig, device: torch.device | str | None = None) -> Surrogate:
+    """The surrogate ``cfg`` names, initialised from a generator seeded ``cfg.seed + 1``."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    opts = {} if cfg.width is None else {"width": cfg.width}
+    return make_surrogate(cfg.surrogate, cfg.dim_in, cfg.dim_out, cfg.initial_messup, gen,
+                          cfg.torch_dtype, device, **opts)

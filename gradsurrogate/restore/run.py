@@ -1,0 +1,177 @@
+"""Run restoration configs and store them through :class:`gradsurrogate.runs.RunStore`.
+
+Each run appends one record to ``OUT/results.jsonl``::
+
+    {"run_id", "config": RestoreConfig.to_dict(), "status": "done" | "target_reached" |
+     "diverged", "diverged": bool, "diverged_step": int | null, "final_cosine",
+     "final_rel_error", "final_sign_agreement", "final_loss", "jvp_evals", "f_evals",
+     "reached_at", "epochs_run", "wall_time", "time_per_epoch"}
+
+(NaN/inf stored as ``null``) and its per-epoch history to ``OUT/history/RUN_ID.json``
+(atomic replace, written before the record). ``run_id`` is :func:`gradsurrogate.runs.run_id`
+of the config. A config whose ``run_id`` is already recorded is skipped (resume) unless
+``force``; a diverged run counts as finished (it would diverge again). A non-finite loss stops
+the run, which is recorded with ``diverged: true`` and the 1-based optimizer step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import write_json_atomic
+from ..runs import RESULTS, RunStore, run_id
+from ..tracking import Tracker
+from .config import RestoreConfig, build_problem, build_surrogate
+from .trainer import restore
+
+__all__ = ["HISTORY", "PART", "PROJECT", "record_config", "run_restore", "run_restores",
+           "stored_records"]
+
+PROJECT = "gradsurrogate-restore"
+#: the command that writes restore folders (``RunStore(out, part=PART)``, read by
+#: ``gradsurrogate report``)
+PART = "restore"
+HISTORY = "history"
+#: settings every record of the earlier flat format carried (read for resume only)
+_FLAT_KEYS = ("problem", "dim_in", "dim_out", "dim_sample", "loss", "surrogate", "target",
+              "epochs", "lr", "seed", "status")
+
+Echo = Callable[[str], None]
+
+
+def record_config(record: dict[str, Any]) -> RestoreConfig | None:
+    """The config a stored record ran (its ``"config"``, or the settings of a record in the
+    earlier flat format); ``None`` if it names no valid config."""
+    data = record.get("config")
+    if data is None and all(k in record for k in _FLAT_KEYS):
+        names = {f.name for f in dataclasses.fields(RestoreConfig)}
+        data = {k: v for k, v in record.items() if k in names}
+    if not isinstance(data, dict):
+        return None
+    try:
+        return RestoreConfig.from_dict(data)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rekey(record: dict[str, Any]) -> str | None:
+    cfg = record_config(record)
+    return None if cfg is None else run_id(cfg)
+
+
+def stored_records(store: RunStore) -> dict[str, dict[str, Any]]:
+    """The latest record per run id in ``store``'s ``results.jsonl`` (ids recomputed from each
+    record's config, so records of an older id scheme resume; records without a valid config
+    are left out)."""
+    return store.records(RESULTS, rekey=_rekey)
+
+
+def _summary(record: dict[str, Any]) -> str:
+    cfg = record["config"]
+    keep = {k: cfg[k] for k in ("loss", "dim_in", "dim_out", "dim_sample")}
+    keep.update({k: record[k] for k in ("run_id", "status", "final_cosine", "final_rel_error",
+                                        "jvp_evals", "diverged_step")})
+    return json.dumps(keep)
+
+
+def _run_one(cfg: RestoreConfig, rid: str, store: RunStore, wandb: str | None, project: str,
+             figures: bool, progress: bool) -> dict[str, Any]:
+    problem, surrogate = build_problem(cfg), build_surrogate(cfg)
+    tracker = Tracker(wandb, project, cfg.to_dict(), name=rid)
+    try:
+        start = time.perf_counter()
+        res = restore(problem, surrogate, cfg, progress=progress, on_nonfinite="stop",
+                      callback=lambda rec: tracker.log(rec, step=rec["epoch"]))
+        wall = time.perf_counter() - start
+        record = {
+            "run_id": rid, "config": cfg.to_dict(), "status": res.status,
+            "diverged": res.diverged, "diverged_step": res.diverged_step,
+            "final_cosine": res.final.get("cosine"), "final_rel_error": res.final.get("rel_error"),
+            "final_sign_agreement": res.final.get("sign_agreement"),
+            "final_loss": res.final.get("loss"), "jvp_evals": res.jvp_evals,
+            "f_evals": res.f_evals, "reached_at": res.reached_at,
+            "epochs_run": len(res.history), "wall_time": wall,
+            "time_per_epoch": wall / max(1, len(res.history)),
+        }
+        write_json_atomic(store.out / HISTORY / f"{rid}.json", res.history)
+        if figures:
+            _figures(cfg, rid, problem, surrogate, res.history, store.out / "figures")
+        store.append([record])
+        tracker.summary({k: v for k, v in record.items()
+                         if k.startswith("final_") or k in ("status", "diverged",
+                                                             "diverged_step", "jvp_evals")})
+    finally:
+        tracker.finish()  # the Tracker turns any W&B failure into a warning
+    return record
+
+
+def _figures(cfg: RestoreConfig, rid: str, problem: Any, surrogate: Any,
+             history: list[dict[str, Any]], folder: Path) -> None:
+    from .plots import plot_curves, plot_jacobians
+
+    if problem.jacobian is not None:
+        pt = torch.zeros(1, cfg.dim_in, dtype=cfg.torch_dtype)
+        with torch.no_grad():
+            plot_jacobians(problem.jacobian(pt)[0], surrogate.jacobian(pt)[0],
+                           folder / f"{rid}_jacobian.png",
+                           f"{cfg.loss}, dim_sample {cfg.dim_sample}")
+    plot_curves({cfg.loss: history}, folder / f"{rid}_curves.png")
+
+
+def run_restores(configs: Iterable[RestoreConfig], out: str | Path | RunStore, *,
+                 force: bool = False, wandb: str | None = "disabled", project: str = PROJECT,
+                 figures: bool = False, progress: bool = True, echo: Echo | None = print
+                 ) -> list[dict[str, Any]]:
+    """Run every config not yet recorded in ``out`` (all of them with ``force``), in order,
+    and return the records (stored ones for skipped configs); a config listed twice runs once.
+
+    ``out`` is a folder (locked for the call) or a :class:`RunStore` (used as is when already
+    locked). ``wandb``: W&B mode of each run's :class:`~gradsurrogate.tracking.Tracker`
+    (``None``: its default). ``echo`` receives one line per run (``None``: quiet).
+    """
+    configs = list(configs)
+    for cfg in configs:
+        if not isinstance(cfg, RestoreConfig):
+            raise ValueError(f"run_restores takes RestoreConfig objects; got "
+                             f"{type(cfg).__name__}")
+    store = out if isinstance(out, RunStore) else RunStore(out, part=PART)
+    if store.locked:
+        return _run_all(configs, store, force, wandb, project, figures, progress, echo)
+    with store:
+        return _run_all(configs, store, force, wandb, project, figures, progress, echo)
+
+
+def _run_all(configs: list[RestoreConfig], store: RunStore, force: bool, wandb: str | None,
+             project: str, figures: bool, progress: bool, echo: Echo | None
+             ) -> list[dict[str, Any]]:
+    done = stored_records(store)
+    ran: set[str] = set()
+    records = []
+    for cfg in configs:
+        rid = run_id(cfg)
+        if rid in ran or (rid in done and not force):
+            if echo is not None and rid not in ran:
+                echo(f"run {rid} already in {store.out / RESULTS}; skipping (--force to rerun)")
+            records.append(done[rid])
+            continue
+        record = _run_one(cfg, rid, store, wandb, project, figures, progress)
+        done[rid] = record
+        ran.add(rid)
+        records.append(record)
+        if echo is not None:
+            echo(_summary(record))
+    return records
+
+
+def run_restore(config: RestoreConfig, out: str | Path | RunStore, **opts: Any
+                ) -> dict[str, Any]:
+    """:func:`run_restores` of one config: its record (the stored one when it is already
+    recorded, unless ``force=True``)."""
+    return run_restores([config], out, **opts)[0]
