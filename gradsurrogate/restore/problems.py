@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..diagnostics import gradient_metrics
 from .sampling import AlphaSampler, get_alpha_sampler
 
 __all__ = ["RESTORE_PROBLEMS", "RestoreProblem", "jacobian_metrics", "linear_problem",
@@ -80,13 +81,7 @@ def jacobian_metrics(restored: Tensor, true: Tensor) -> dict[str, float]:
     ``cosine`` = ⟨Ĵ, J⟩_F / (|Ĵ|_F |J|_F) (0 if either is 0), ``rel_error`` = |Ĵ - J|_F / |J|_F,
     ``sign_agreement`` = mean(sign Ĵ == sign J).
     """
-    r = restored.detach().reshape(restored.shape[0], -1).to(torch.float64)
-    t = true.detach().reshape(r.shape).to(torch.float64)
-    nr, nt = r.norm(dim=-1), t.norm(dim=-1)
-    den = nr * nt
-    cos = torch.where(den > 0, (r * t).sum(-1) / den.clamp_min(1e-300), torch.zeros_like(den))
-    rel = (r - t).norm(dim=-1) / nt.clamp_min(1e-300)
-    sign = (torch.sign(r) == torch.sign(t)).to(torch.float64).mean(-1)
-    out = {"cosine": cos.mean().item(), "rel_error": rel.mean().item(),
-           "sign_agreement": sign.mean().item()}
+    m = gradient_metrics(restored.detach(), true.detach(),
+                         dim=tuple(range(1, restored.dim())))
+    out = {k: m[k].mean().item() for k in ("cosine", "rel_error", "sign_agreement")}
     return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
