@@ -131,13 +131,13 @@ def summarise(results: list[dict]) -> str:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from gradsurrogate.io import save_figure
 
     layers = sorted(results[0]["curve"][-1]["grad_input_cos"])
-    fig, axes = plt.subplots(1, 1 + len(layers), figsize=(3.4 * (1 + len(layers)), 3.0))
+    fig = Figure(figsize=(3.4 * (1 + len(layers)), 3.0))
+    axes = fig.subplots(1, 1 + len(layers))
     colors = dict(zip(METHODS, ("k", "tab:orange", "tab:green", "tab:blue")))
     for r in results:
         steps = [c["step"] for c in r["curve"]]
@@ -154,9 +154,7 @@ def plot(results: list[dict], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def main() -> None:
