@@ -232,3 +232,27 @@ def test_non_finite_floats_are_logged_without_breaking(tmp_path) -> None:
     (run,) = _offline_runs(tmp_path)
     data = run.read_bytes()
     assert b"NaN" in data and b"Infinity" in data
+
+
+def test_grid_with_unreachable_server_finishes_and_falls_back_once(monkeypatch, tmp_path,
+                                                                   silent_server) -> None:
+    """xor-grid opens one W&B run per chunk: with a silent server only the first one waits
+    (bounded by the timeout), every chunk's data is kept, and there is one warning."""
+    from gradsurrogate.io import read_jsonl
+    from gradsurrogate.xor.cli import grid_main
+
+    url, conns = silent_server
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv(TIMEOUT_ENV, "2")
+    out = tmp_path / "grid"
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert grid_main(["--out", str(out), "--wandb=online", "--steps=4", "--width=4",
+                          "--n-train=16", "--n-test=16", "--eval-every=2", "--diag-every=0",
+                          "--targets=grad_weight", "--modes=sign", "--depths=1,2",
+                          "--seeds=0", "--no-report"]) == 0
+    fallbacks = [w for w in rec if "W&B online init failed" in str(w.message)]
+    assert len(fallbacks) == 1 and conns
+    assert len(read_jsonl(out / "results.jsonl")) == 4  # 2 depths x (exact + sign): 2 chunks
+    assert len(_offline_runs(tmp_path)) == 2  # both chunks logged offline
