@@ -213,11 +213,12 @@ def test_error_messages() -> None:
     jac = lambda x: x[:, :, None]
     with pytest.raises(ValueError, match=r"unknown integrator 'simpson'.*gauss-legendre"):
         line_integral(jac, x, x, method="simpson")
-    with pytest.raises(ValueError, match=r"does not take option.*'tol'.*accepted"):
+    with pytest.raises(ValueError, match=r"unknown option of integrator 'rk4': 'tol'; "
+                                         r"accepted: steps"):
         get_integrator("rk4", tol=1)
-    with pytest.raises(ValueError, match="n >= 1"):
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 4096\]; got 0"):
         get_integrator("gauss-legendre", n=0)
-    with pytest.raises(ValueError, match="unknown error mode"):
+    with pytest.raises(ValueError, match="unknown gauss-legendre error mode"):
         get_integrator("gauss-legendre", error="richardson")
     with pytest.raises(ValueError, match=r"x1 must have shape \(n, d_in\)"):
         line_integral(jac, x, torch.zeros(2))
@@ -233,3 +234,39 @@ def test_error_messages() -> None:
         solve_path_ode(lambda t, z: z, x, method="gauss-legendre")
     with pytest.raises(ValueError, match="adjoint_params"):
         get_integrator("dopri5", adjoint=True)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: get_integrator("gauss-legendre", n=float("nan")), r"node count n .*got nan"),
+    (lambda: get_integrator("gauss-legendre", n=float("inf")), r"node count n .*got inf"),
+    (lambda: get_integrator("gauss-legendre", n=2.5), r"node count n .*got 2.5"),
+    (lambda: get_integrator("gauss-legendre", n=True), r"node count n .*got True"),
+    (lambda: get_integrator("gauss-legendre", n=10**6), r"in \[1, 4096\]; got 1000000"),
+    (lambda: get_integrator("gauss-kronrod", n=float("nan")), r"gauss-kronrod node count"),
+    (lambda: get_integrator("rk4", steps=float("inf")), r"rk4 steps .*got inf"),
+    (lambda: get_integrator("dopri5", rtol=float("nan")), r"dopri5 rtol must be a finite"),
+    (lambda: get_integrator("dopri5", atol=0.0), r"dopri5 atol must be a finite .*got 0.0"),
+    (lambda: get_integrator("dopri5", atol=1e300), r"dopri5 atol .*got 1e\+300"),
+    (lambda: get_integrator("dopri5", max_num_steps=0), r"max_num_steps .*>= 1; got 0"),
+    (lambda: BentPath(float("inf")), r"BentPath amount .*got inf"),
+    (lambda: BentPath(0.5, plane=(1, 1)), r"two distinct coordinates"),
+    (lambda: ToleranceSchedule(atol=float("nan")), r"schedule atol .*got nan"),
+    (lambda: ToleranceSchedule(factor=1.0), r"schedule factor .*\(0, 1\); got 1.0"),
+    (lambda: NodeSchedule(n=8, max_n=4), r"schedule max_n must be an integer >= 8; got 4"),
+    (lambda: solve_path_ode(lambda t, z: z, torch.zeros(1, 1), t1=float("nan")),
+     r"t1 must be a finite number"),
+    (lambda: line_integral(field, torch.zeros(2), torch.ones(3, 2, dtype=torch.long)),
+     r"x1 must be a floating-point tensor; got dtype torch.int64"),
+    (lambda: line_integral(field, torch.zeros(2), torch.ones(0, 2), method="dopri5"),
+     r"x1 must hold at least one point; got shape \(0, 2\)"),
+    (lambda: solve_path_ode(lambda t, z: z, torch.ones(2, 1, dtype=torch.int32)),
+     r"z0 must be a floating-point tensor"),
+])
+def test_bad_numbers_raise_value_errors_naming_them(build, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_names_are_normalised_and_integral_floats_accepted() -> None:
+    assert get_integrator(" Gauss-Legendre ", n=8.0).n == 8
+    assert get_integrator("RK4", steps=3).steps == 3

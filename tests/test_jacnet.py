@@ -154,10 +154,11 @@ def test_error_messages() -> None:
         JacNet(3, 2, structure="complex")
     with pytest.raises(ValueError, match=r"'conservative'.*needs d_out == 1"):
         JacNet(2, 2, structure="conservative")
-    with pytest.raises(ValueError, match=r"does not take option\(s\) \['k'\]"):
+    with pytest.raises(ValueError, match=r"unknown option of structure 'invertible': 'k'; "
+                                         r"accepted: eps"):
         JacNet(1, 1, structure="invertible", k=1.0)
-    with pytest.raises(ValueError, match="k must be positive"):
-        JacNet(1, 1, structure="lipschitz", k=0.0)
+    with pytest.raises(ValueError, match="structure 'orientation' takes no options"):
+        JacNet(1, 1, structure="orientation", eps=1.0)
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         JacNet(1, 1, activation="swish")
     with pytest.raises(ValueError, match="inverse needs an invertible structure"):
@@ -189,26 +190,35 @@ def test_abs_experiment_quick() -> None:
     assert b["max_abs_slope"] > 2  # the unconstrained fit extrapolates steeply
 
 
-def test_cli_rejects_unknown_experiment(capsys: pytest.CaptureFixture[str]) -> None:
-    from gradsurrogate.jacnet.cli import main
-
-    with pytest.raises(SystemExit):
-        main(["sinh"])
-    assert "invalid choice: 'sinh'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["exp", "--seeds", "0"], "--seeds must be >= 1; got 0"),
-    (["abs", "--figure-seed", "-1"], "--figure-seed must be >= 0; got -1"),
-    (["all", "--steps", "0"], "--steps must be >= 1; got 0"),
-    (["exp", "--lr", "0"], "--lr must be positive; got 0.0"),
-    (["2d", "--activation", "swish"], "unknown activation 'swish'; registered: cos, cos2pi"),
+@pytest.mark.parametrize("structure, opts, message", [
+    ("lipschitz", {"k": 0.0}, r"'lipschitz' constant k must be a finite number in \(0, .*got 0.0"),
+    ("lipschitz", {"k": float("nan")}, r"'lipschitz' constant k must be a finite .*got nan"),
+    ("invertible", {"eps": float("nan")}, r"'invertible' eps must be a finite .*got nan"),
+    ("invertible", {"eps": -1e-3}, r"'invertible' eps must be a finite .*got -0.001"),
+    ("none", {"bound": float("inf")}, r"'none' bound must be a finite .*got inf"),
+    ("none", {"bound": 1e300}, r"'none' bound must be a finite .*got 1e\+300"),
 ])
-def test_cli_bad_values_exit_2_with_a_message(tmp_path, capsys: pytest.CaptureFixture[str],
-                                              argv: list[str], message: str) -> None:
-    from gradsurrogate.jacnet.cli import main
+def test_structure_parameters_are_finite_and_positive(structure: str, opts: dict,
+                                                      message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        JacNet(1, 1, structure=structure, **opts)
+    with pytest.raises(ValueError, match=message):
+        STRUCTURES[structure](1, 1, **opts)
 
-    assert main([*argv, "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("gradsurrogate jacnet: error: ") and message in err
-    assert not any(tmp_path.iterdir())  # rejected before any training
+
+def test_model_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="JacNet hidden must be an integer >= 1; got 0"):
+        JacNet(1, 1, hidden=0)
+    with pytest.raises(ValueError, match=r"JacNet d_in must be an integer >= 1; got 1\.5"):
+        JacNet(1.5, 1)
+    with pytest.raises(ValueError, match="unknown integrator 'euler'"):
+        JacNet(1, 1, method="euler")
+    with pytest.raises(ValueError, match=r"node count n must be an integer in .*got nan"):
+        JacNet(1, 1, integrator_opts={"n": float("nan")})
+    with pytest.raises(ValueError, match=r"the anchor must be finite; got x0=\[nan\]"):
+        JacNet(1, 1, x0=torch.tensor([float("nan")]))
+    m = JacNet(1, 1, structure="invertible")
+    with pytest.raises(ValueError, match="inverse refine must be an integer >= 0; got -1"):
+        m.inverse(torch.zeros(2, 1), refine=-1)
+    with pytest.raises(ValueError, match=r"BentPath amount must be a finite number .*got nan"):
+        JacNet(2, 2).path_gap(torch.zeros(2, 2), amount=float("nan"))

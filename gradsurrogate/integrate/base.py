@@ -18,6 +18,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from gradsurrogate.registry import check_int, check_number, lookup
+
 #: ``jac(x)``: ``x (n, i) -> J (n, o, i)``.
 JacFn = Callable[[Tensor], Tensor]
 #: ``path(t, x0, x1)``: ``t (t,), x0/x1 (n, i) -> (c (t, n, i), c' (t, n, i))``.
@@ -79,6 +81,14 @@ def apply_jac(jac: JacFn, c: Tensor, dc: Tensor) -> Tensor:
     return torch.einsum("tnoi,tni->tno", J, dc)
 
 
+def check_count(value: object, name: str, low: int = 1, high: int | None = None) -> int:
+    """A node/step count: an ``int`` (or an integral float such as ``4.0``) in ``[low, high]``;
+    ``ValueError`` naming ``name`` and the value otherwise (``nan``, ``inf``, ``2.5``, ``True``)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    return check_int(value, name, low, high)
+
+
 # ----------------------------------------------------------------------------- paths
 class Path(ABC):
     """A path ``c(t, x0, x1)``, ``t ∈ [0, 1]``, with ``c(0) = x0`` and ``c(1) = x1``."""
@@ -106,8 +116,13 @@ class BentPath(Path):
     """
 
     def __init__(self, amount: float = 0.5, plane: tuple[int, int] = (0, 1)) -> None:
-        self.amount = float(amount)
-        self.plane = plane
+        self.amount = check_number(amount, "BentPath amount", low=None)
+        if not isinstance(plane, (tuple, list)) or len(plane) != 2:
+            raise ValueError(f"BentPath plane must be two coordinate indices (p, q); got {plane!r}")
+        p, q = (check_int(c, "BentPath plane index", 0) for c in plane)
+        if p == q:
+            raise ValueError(f"BentPath plane needs two distinct coordinates; got {plane!r}")
+        self.plane = (p, q)
 
     def __call__(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
         p, q = self.plane
@@ -134,9 +149,7 @@ def get_path(path: str | PathFn | None) -> PathFn:
     if path is None:
         return StraightPath()
     if isinstance(path, str):
-        if path not in PATHS:
-            raise ValueError(f"unknown path {path!r}; accepted: {', '.join(PATHS)} or a callable")
-        return PATHS[path]()
+        return lookup(PATHS, path, "path")()
     if callable(path):
         return path
     raise ValueError(f"path must be a name ({', '.join(PATHS)}), a callable or None; got {path!r}")

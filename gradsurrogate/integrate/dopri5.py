@@ -12,7 +12,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import IntegralResult, Integrator, JacFn, PathFn, VectorField, apply_jac
+from gradsurrogate.registry import check_number
+
+from .base import (
+    IntegralResult,
+    Integrator,
+    JacFn,
+    PathFn,
+    VectorField,
+    apply_jac,
+    check_count,
+)
 
 
 class _Counted(nn.Module):
@@ -32,7 +42,7 @@ class Dopri5(Integrator):
     """torchdiffeq ``dopri5`` with tolerances ``rtol``/``atol``.
 
     Args:
-        rtol, atol: step-size control tolerances.
+        rtol, atol: step-size control tolerances (finite, positive).
         adjoint: use ``odeint_adjoint``; then ``adjoint_params`` must list the tensors to
             differentiate (e.g. ``tuple(model.parameters())``).
         max_num_steps: solver step cap (torchdiffeq raises beyond it).
@@ -49,14 +59,15 @@ class Dopri5(Integrator):
         adjoint_params: Sequence[Tensor] | None = None,
         max_num_steps: int = 100_000,
     ) -> None:
-        if rtol <= 0 or atol <= 0:
-            raise ValueError(f"dopri5 needs rtol > 0 and atol > 0; got rtol={rtol}, atol={atol}")
+        self.rtol = check_number(rtol, "dopri5 rtol")
+        self.atol = check_number(atol, "dopri5 atol")
+        if not isinstance(adjoint, bool):
+            raise ValueError(f"dopri5 adjoint must be True or False; got {adjoint!r}")
         if adjoint and adjoint_params is None:
             raise ValueError("dopri5 with adjoint=True needs adjoint_params (tensors to train)")
-        self.rtol, self.atol = float(rtol), float(atol)
-        self.adjoint = bool(adjoint)
+        self.adjoint = adjoint
         self.adjoint_params = tuple(adjoint_params or ())
-        self.max_num_steps = int(max_num_steps)
+        self.max_num_steps = check_count(max_num_steps, "dopri5 max_num_steps")
 
     def _odeint(self, func: VectorField, z0: Tensor, t0: float, t1: float) -> tuple[Tensor, int]:
         import torchdiffeq

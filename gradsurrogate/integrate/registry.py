@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gradsurrogate.registry import check_choice, check_number, lookup
+
 from .base import IntegralResult, Integrator, JacFn, PathFn, VectorField, get_path
 from .dopri5 import Dopri5
 from .gauss_kronrod import GaussKronrod
@@ -30,21 +32,24 @@ def get_integrator(method: str | Integrator = "gauss-legendre", **opts: Any) -> 
         if opts:
             raise ValueError(f"options {sorted(opts)} given together with an integrator instance")
         return method
-    if method not in INTEGRATORS:
-        raise ValueError(f"unknown integrator {method!r}; accepted: {', '.join(INTEGRATORS)}")
-    cls = INTEGRATORS[method]
+    cls = lookup(INTEGRATORS, method, "integrator")
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    bad = sorted(set(opts) - set(accepted))
-    if bad:
-        raise ValueError(
-            f"integrator {method!r} does not take option(s) {bad}; accepted: {accepted}"
-        )
+    if opts and not accepted:
+        raise ValueError(f"integrator {cls.name!r} takes no options; got {sorted(opts)}")
+    for key in sorted(opts):
+        check_choice(key, accepted, f"option of integrator {cls.name!r}:")
     return cls(**opts)
 
 
 def _as_batch(x: Tensor, name: str) -> Tensor:
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d_in); got {tuple(x.shape)}")
+    """``x`` if it is a non-empty floating-point ``(n, d)`` batch; else ``ValueError``."""
+    if not isinstance(x, Tensor) or x.dim() != 2:
+        raise ValueError(f"{name} must have shape (n, d_in); got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one point; got shape {tuple(x.shape)}")
     return x
 
 
@@ -108,8 +113,11 @@ def solve_path_ode(
     Args:
         func: ``(t 0-d tensor, z (n, d)) -> (n, d)``.
         z0: ``(n, d)`` initial state.
+        t0, t1: finite start and end times.
     """
+    t0 = check_number(t0, "t0", low=None)
+    t1 = check_number(t1, "t1", low=None)
     integrator = get_integrator(method, **opts)
     if not integrator.solves_odes:
         integrator.solve(func, z0, t0, t1)  # raises the explanatory ValueError
-    return integrator.solve(func, _as_batch(z0, "z0"), float(t0), float(t1))
+    return integrator.solve(func, _as_batch(z0, "z0"), t0, t1)

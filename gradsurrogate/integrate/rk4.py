@@ -11,19 +11,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import IntegralResult, Integrator, JacFn, PathFn, VectorField, apply_jac
+from .base import (
+    IntegralResult,
+    Integrator,
+    JacFn,
+    PathFn,
+    VectorField,
+    apply_jac,
+    check_count,
+)
+
+#: largest step count accepted (a line integral evaluates all ``2·steps + 1`` nodes at once)
+MAX_STEPS = 1_000_000
 
 
 class RK4(Integrator):
-    """Fixed-grid RK4 with ``steps`` steps; no error estimate."""
+    """Fixed-grid RK4 with ``steps`` steps (``1 ≤ steps ≤ MAX_STEPS``); no error estimate."""
 
     name = "rk4"
     solves_odes = True
 
     def __init__(self, steps: int = 32) -> None:
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"rk4 needs an integer steps >= 1; got steps = {steps!r}")
-        self.steps = int(steps)
+        self.steps = check_count(steps, "rk4 steps", 1, MAX_STEPS)
 
     def integrate(self, jac: JacFn, path: PathFn, x0: Tensor, x1: Tensor) -> IntegralResult:
         m = 2 * self.steps

@@ -12,6 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradsurrogate.registry import check_number
+
+from .base import check_count
+
+
+def _check_tolerances(s: Any) -> None:
+    """Shared validation: ``rtol``, ``atol`` finite and positive, ``factor`` in ``(0, 1)``,
+    ``min_tol`` finite and ``≥ 0`` (values coerced to ``float``)."""
+    s.rtol = check_number(s.rtol, "schedule rtol")
+    s.atol = check_number(s.atol, "schedule atol")
+    s.factor = check_number(s.factor, "schedule factor", 0.0, 1.0, high_open=True)
+    s.min_tol = check_number(s.min_tol, "schedule min_tol", 0.0, low_open=False)
+
 
 @dataclass
 class ToleranceSchedule:
@@ -25,6 +38,9 @@ class ToleranceSchedule:
     factor: float = 0.5
     min_tol: float = 1e-10
     history: list[tuple[float, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_tolerances(self)
 
     def threshold(self, y_mag: float = 0.0) -> float:
         """``atol + rtol · y_mag``."""
@@ -52,7 +68,7 @@ class NodeSchedule:
     """Grow the Gauss–Legendre node count as training tightens the tolerance.
 
     Args:
-        n: starting node count; ``max_n`` the cap.
+        n: starting node count; ``max_n`` the cap (``1 ≤ n ≤ max_n``).
         rtol, atol, factor: tolerance annealed exactly like ``ToleranceSchedule``.
 
     ``history`` holds ``(n, atol)`` in force at each ``step`` call.
@@ -65,6 +81,11 @@ class NodeSchedule:
     factor: float = 0.5
     min_tol: float = 1e-10
     history: list[tuple[int, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_tolerances(self)
+        self.n = check_count(self.n, "schedule n")
+        self.max_n = check_count(self.max_n, "schedule max_n", self.n)
 
     threshold = ToleranceSchedule.threshold
     anneal = ToleranceSchedule.anneal

@@ -1,6 +1,15 @@
-"""JacNet: functions learned through structured Jacobians (Lorraine & Hossain, 2019)."""
+"""JacNet: functions learned through structured Jacobians (Lorraine & Hossain, 2019).
 
+Model: :class:`JacNet` with a structure from :data:`STRUCTURES`. Experiments: the 1-d runs
+(:class:`Config1D`, :func:`run_1d`), the 2-d run (:class:`Config2D`, :func:`run_2d`), a
+command's runs (:class:`Plan`, resumable :func:`run_plans`); the Markdown/figure report is
+``gradsurrogate.jacnet.report.write_report`` (kept out of this import: it loads matplotlib).
+"""
+
+from .exp1d import TARGETS_1D, Config1D, run_1d
+from .experiment import EXPERIMENTS, Plan, record_key, run_plans
 from .model import JacNet
+from .plane import Config2D, run_2d
 from .structures import (
     STRUCTURES,
     Complex,
@@ -12,16 +21,29 @@ from .structures import (
     Structure,
     get_structure,
 )
+from .training import TRAIN_METHODS, TrainResult, train
 
 __all__ = [
+    "EXPERIMENTS",
     "STRUCTURES",
+    "TARGETS_1D",
+    "TRAIN_METHODS",
     "Complex",
+    "Config1D",
+    "Config2D",
     "Conservative",
     "Invertible",
     "JacNet",
     "Lipschitz",
     "NoStructure",
     "Orientation",
+    "Plan",
     "Structure",
+    "TrainResult",
     "get_structure",
+    "record_key",
+    "run_1d",
+    "run_2d",
+    "run_plans",
+    "train",
 ]

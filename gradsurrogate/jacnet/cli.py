@@ -1,144 +1,141 @@
-"""``gradsurrogate jacnet {exp,abs,2d,all}``: the JacNet experiments.
+"""``gradsurrogate jacnet {exp,abs,2d,all}``: the JacNet experiments (resumable).
 
-1-d runs train on several seeds (the table reports mean ± std over seeds and the worst-case
-guarantee check) and draw the paper-like figure for ``--figure-seed``. Outputs go to
-``--out``: ``results_<name>.json`` (atomic writes) and ``jacnet_<name>.png``. Bad arguments
-exit with code 2 and a message on stderr.
+1-d runs train on seeds 0..N-1 (the table: mean ± std and the worst-case guarantee check) and
+on ``--figure-seed`` (the figure). Each seed is one record of ``OUT/results.jsonl``; rerunning
+skips finished runs; the report is rebuilt from the records into ``OUT/report.md`` (figures in
+``OUT/figures/``) and printed. The experiment is the positional argument or ``--experiment``
+(the form a W&B sweep passes). ``--method``, ``--lr``, ``--hidden`` and ``--activation`` apply
+to the 2-d run too (its own defaults otherwise: tanh units, ``--steps-2d`` steps); the other
+run settings are 1-d only. Bad values exit with status 2 and ``gradsurrogate jacnet: error:``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import sys
-from typing import Any
+from typing import Any, NoReturn
 
-import torch
-from tqdm import tqdm
+from gradsurrogate.cli import (
+    add_common_flags,
+    config_flags,
+    config_from_args,
+    flag_names,
+    run_command,
+    set_threads,
+)
+from gradsurrogate.registry import check_choice, check_int
+from gradsurrogate.runs import RunStore
+from gradsurrogate.tracking import WANDB_MODES
 
-from gradsurrogate.activations import get_activation
+from .exp1d import Config1D
+from .experiment import CHOICES, Plan, run_plans
+from .plane import Config2D
+from .report import write_report
 
-from ..io import write_json_atomic
-from .exp1d import Config1D, run_1d, summary_rows
-from .figures import figure_1d, figure_2d
-from .plane import Config2D, run_2d
-from .training import METHODS
+__all__ = ["build_parser", "main", "plan_from_args", "run_sweep"]
 
-
-def _fmt(vals: list[float]) -> str:
-    if len(vals) == 1:
-        return f"{vals[0]:.4f}"
-    return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
-
-
-def table_1d(results: list[dict[str, Any]]) -> str:
-    """Markdown table over seeds: errors as mean ± std, guarantee columns worst case."""
-    lines = ["| target | model | train L1 | test MAE | test max err | min slope | max abs slope |",
-             "|---|---|---|---|---|---|---|"]
-    rows = [summary_rows(r) for r in results]
-    for k in range(2):
-        per = [rs[k] for rs in rows]
-        lines.append(
-            f"| {per[0]['target']} | {per[0]['model']} ({per[0]['structure']}) | "
-            f"{_fmt([p['train L1'] for p in per])} | {_fmt([p['test MAE'] for p in per])} | "
-            f"{_fmt([p['test max'] for p in per])} | {min(p['min slope'] for p in per):.2e} | "
-            f"{max(p['max |slope|'] for p in per):.4f} |"
-        )
-    return "\n".join(lines)
+#: 1-d flags that also set the 2-d run when given
+SHARED_2D = ("method", "lr", "hidden", "activation")
+_HELPS = {
+    "method": "training integrator: gauss-legendre or dopri5 (the reference's); also 2-d",
+    "lr": "Adam learning rate (also 2-d)",
+    "hidden": "hidden units (also 2-d)",
+    "activation": "hidden activation (also 2-d; 2-d default tanh)",
+    "steps": "1-d training steps (full batch)",
+    "n_train": "1-d training points", "n_test": "1-d test points",
+    "train_range": "1-d training interval lo,hi", "test_range": "1-d test interval lo,hi",
+    "dtype": "1-d dtype: float32 or float64",
+    "grid": "1-d points of the guarantee check on the test interval",
+    "inverse_tol": "dopri5 rtol = atol of the learned inverse (1-d)",
+}
 
 
-def table_2d(result: dict[str, Any]) -> str:
-    lines = ["| task/structure | train L1 | test MAE | min det J | path gap mean / max | "
-             "inverse MAE (ODE / +refine) | round trip max (ODE / +refine) |",
-             "|---|---|---|---|---|---|---|"]
-    for name, r in result["models"].items():
-        inv = (f"{r['inv_true_mae']:.4f} / {r['inv_true_mae_refined']:.4f}"
-               if "inv_true_mae" in r else "–")
-        rt = (f"{r['round_trip_max']:.2e} / {r['round_trip_max_refined']:.2e}"
-              if "round_trip_max" in r else "–")
-        det = f"{r['min_det']:.3f}" if "min_det" in r else "–"
-        lines.append(f"| {name} | {r['train_l1']:.4f} | {r['test_mae']:.4f} | {det} | "
-                     f"{r['gap_mean']:.2e} / {r['gap_max']:.2e} | {inv} | {rt} |")
-    return "\n".join(lines)
+class _RaisingParser(argparse.ArgumentParser):
+    """Raises ``ValueError`` instead of printing usage and exiting (sweep lines)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
 
 
-def run_1d_cli(target: str, args: argparse.Namespace) -> str:
-    seeds = list(range(args.seeds))
-    if args.figure_seed not in seeds:
-        seeds.append(args.figure_seed)
-    results = []
-    for seed in tqdm(seeds, desc=target, disable=None):
-        cfg = Config1D(target=target, seed=seed, method=args.method, dtype=args.dtype,
-                       steps=args.steps, lr=args.lr, hidden=args.hidden,
-                       activation=args.activation)
-        results.append(run_1d(cfg))
-    table_seeds = [r for r in results if r["config"]["seed"] < args.seeds]
-    write_json_atomic(os.path.join(args.out, f"results_{target}.json"),
-                      [{k: v for k, v in r.items() if k not in ("grid", "target")}
-                       for r in results], indent=1)
-    fig = figure_1d(results[seeds.index(args.figure_seed)],
-                    os.path.join(args.out, f"jacnet_{target}.png"))
-    per_seed = {role: [round(r[role]["test_mae"], 3) for r in table_seeds]
-                for role in ("structured", "baseline")}
-    extra = f"\ntest MAE per seed: {per_seed}"
-    s = [r["structured"] for r in table_seeds if "inverse_mae" in r["structured"]]
-    if s:
-        extra += (f"\nlearned inverse vs log: mean |x̂(y) - log y| = "
-                 f"{_fmt([r['inverse_mae'] for r in s])}; round trip max "
-                 f"{_fmt([r['round_trip_max'] for r in s])}")
-    return (f"### {target} ({args.method}, seeds 0..{args.seeds - 1})\n\n"
-            f"{table_1d(table_seeds)}\n{extra}\nfigure (seed {args.figure_seed}): {fig}\n")
-
-
-def run_2d_cli(args: argparse.Namespace) -> str:
-    result = run_2d(Config2D(method=args.method, steps=args.steps_2d, activation="tanh"))
-    write_json_atomic(os.path.join(args.out, "results_2d.json"), result, indent=1)
-    fig = figure_2d(result, os.path.join(args.out, "jacnet_2d.png"))
-    return f"### 2-d ({args.method})\n\n{table_2d(result)}\n\nfigure: {fig}\n"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gradsurrogate jacnet", description=__doc__)
-    p.add_argument("experiment", choices=["exp", "abs", "2d", "all"])
-    p.add_argument("--method", choices=METHODS, default="gauss-legendre",
-                   help="integrator used for training (dopri5 is the reference's)")
-    p.add_argument("--out", default="runs/jacnet")
-    p.add_argument("--seeds", type=int, default=5, help="1-d: seeds 0..N-1 in the table")
-    p.add_argument("--figure-seed", type=int, default=2)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--steps-2d", type=int, default=300)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--activation", default="leaky_relu")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (the models are tiny; 1 avoids stalls on a "
-                        "loaded machine)")
+def build_parser(raising: bool = False) -> argparse.ArgumentParser:
+    cls = _RaisingParser if raising else argparse.ArgumentParser
+    p = cls(prog="gradsurrogate jacnet", allow_abbrev=False, description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", nargs="?", choices=CHOICES, help="which experiment to run")
+    p.add_argument("--experiment", dest="experiment_flag", metavar="{exp,abs,2d,all}",
+                   help="the experiment as a flag (same as the positional)")
+    d = Plan()
+    p.add_argument(*flag_names("seeds"), dest="seeds", type=int, metavar="N",
+                   help=f"1-d: seeds 0..N-1 in the table (default: {d.seeds})")
+    p.add_argument(*flag_names("figure_seed"), dest="figure_seed", type=int, metavar="SEED",
+                   help=f"1-d: seed drawn in the figure (default: {d.figure_seed})")
+    p.add_argument(*flag_names("steps_2d"), dest="steps_2d", type=int, metavar="STEPS",
+                   help=f"2-d training steps (default: {d.config_2d.steps})")
+    config_flags(p, Config1D, skip=("target", "seed"), helps=_HELPS)
+    add_common_flags(p, "runs/jacnet", "gradsurrogate-jacnet")
     return p
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Raise ``ValueError`` naming the first bad flag value (before any training starts)."""
-    for flag, low in (("seeds", 1), ("figure_seed", 0), ("steps", 1), ("steps_2d", 1),
-                      ("hidden", 1), ("threads", 1)):
-        value = getattr(args, flag)
-        if value < low:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= {low}; got {value}")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be positive; got {args.lr}")
-    get_activation(args.activation)  # unknown name: ValueError listing the accepted ones
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """The validated :class:`Plan` of parsed flags (``ValueError`` naming a bad value)."""
+    pos, flag = args.experiment, args.experiment_flag
+    if flag is not None:
+        check_choice(flag, CHOICES, "experiment")
+    if pos is not None and flag is not None and pos != flag:
+        raise ValueError(f"two experiments given: {pos!r} and --experiment {flag!r}")
+    experiment = pos or flag
+    if experiment is None:
+        raise ValueError(f"no experiment given; pass one of {', '.join(CHOICES)} "
+                         "(positional or --experiment)")
+    base = config_from_args(Config1D, args)
+    kw_2d: dict[str, Any] = {k: getattr(args, k) for k in SHARED_2D
+                             if getattr(args, k) is not None}
+    if args.steps_2d is not None:
+        kw_2d["steps"] = check_int(args.steps_2d, "--steps-2d", 1)
+    kw: dict[str, Any] = {"base_1d": base, "config_2d": Config2D(**kw_2d)}
+    for name in ("seeds", "figure_seed"):
+        value = getattr(args, name)
+        if value is not None:
+            kw[name] = check_int(value, f"--{name.replace('_', '-')}", 1 if name == "seeds" else 0)
+    return Plan.for_experiment(experiment, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        check_args(args)
-        torch.set_num_threads(args.threads)
-        names = ["exp", "abs", "2d"] if args.experiment == "all" else [args.experiment]
-        for name in names:
-            print(run_2d_cli(args) if name == "2d" else run_1d_cli(name, args), flush=True)
-    except ValueError as err:
-        print(f"gradsurrogate jacnet: error: {err}", file=sys.stderr)
-        return 2
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        plan = plan_from_args(args)
+        set_threads(args.threads)
+        with RunStore(args.out) as store:  # --out checked writable and locked before training
+            records = run_plans([plan], store, args.wandb, args.wandb_project)
+            text = write_report(store.out, [plan], records)
+        print(text, flush=True)
+        return 0
+
+    return run_command("jacnet", body)
+
+
+def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> int:
+    """Run every sweep line (the ``--name=value`` flags of ``gradsurrogate jacnet``, the
+    experiment as ``--experiment=X`` or positional) resumably in ``out``; write one report.
+
+    Every line is parsed and validated first: a bad line is a ``ValueError`` naming it, raised
+    before any run. ``common`` carries ``wandb``, ``wandb_project`` and ``threads``; the same
+    flags inside a line are ignored. Runs shared by several lines train once.
+    """
+    parser = build_parser(raising=True)
+    plans = []
+    for i, argv in enumerate(argvs, 1):
+        try:
+            plans.append(plan_from_args(parser.parse_args(list(argv))))
+        except ValueError as err:
+            raise ValueError(f"sweep line {i} ({' '.join(argv)}): {err}") from None
+    wandb = getattr(common, "wandb", None)
+    if wandb is not None:
+        check_choice(wandb, WANDB_MODES, "W&B mode")
+    threads = getattr(common, "threads", None)
+    set_threads(1 if threads is None else threads)
+    with RunStore(out) as store:
+        records = run_plans(plans, store, wandb,
+                            getattr(common, "wandb_project", None) or "gradsurrogate-jacnet")
+        text = write_report(store.out, plans, records)
+    print(text, flush=True)
     return 0

@@ -5,18 +5,24 @@ each against an unconstrained baseline (5 training points in [-1, 1], 100 test p
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from gradsurrogate.integrate import line_integral
+from gradsurrogate.registry import check_choice, check_int, check_number, lookup
 
+from .config import check_activation, check_range, set_fields
 from .model import JacNet
-from .training import train
+from .training import TRAIN_METHODS, train
 
-EVAL = {"method": "gauss-legendre", "n": 64}
+__all__ = ["DTYPES", "EVAL_1D", "TARGETS_1D", "Config1D", "Target1D", "get_target", "run_1d",
+           "summary_rows"]
+
+EVAL_1D = {"method": "gauss-legendre", "n": 64}
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -30,14 +36,19 @@ class Target1D:
     baseline_opts: dict[str, Any]
 
 
-TARGETS: dict[str, Target1D] = {
+TARGETS_1D: dict[str, Target1D] = {
     "exp": Target1D(torch.exp, torch.log, "invertible", {"eps": 1e-4}, {"bound": 10.0}),
     "abs": Target1D(torch.abs, None, "lipschitz", {"k": 1.0}, {}),
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config1D:
+    """One 1-d run (one seed: the structured model and its baseline), validated once.
+
+    Ranges are ``(lo, hi)`` with ``lo < hi``; ``grid`` points on ``test_range`` measure the
+    guarantee; ``inverse_tol`` is dopri5's rtol = atol for the learned inverse."""
+
     target: str = "exp"
     n_train: int = 5
     n_test: int = 100
@@ -52,13 +63,27 @@ class Config1D:
     dtype: str = "float32"
     grid: int = 2001
     inverse_tol: float = 1e-5
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, low in (("n_train", 1), ("n_test", 1), ("hidden", 1), ("steps", 1),
+                          ("seed", 0), ("grid", 2)):
+            check_int(getattr(self, name), name, low)
+        set_fields(
+            self,
+            target=check_choice(self.target, TARGETS_1D, "1-d target"),
+            train_range=check_range(self.train_range, "train_range"),
+            test_range=check_range(self.test_range, "test_range"),
+            activation=check_activation(self.activation),
+            lr=check_number(self.lr, "lr"),
+            method=check_choice(self.method, TRAIN_METHODS, "training method"),
+            dtype=check_choice(self.dtype, DTYPES, "dtype"),
+            inverse_tol=check_number(self.inverse_tol, "inverse_tol", 0.0, 1.0, high_open=True),
+        )
 
 
 def get_target(name: str) -> Target1D:
-    if name not in TARGETS:
-        raise ValueError(f"unknown 1-d target {name!r}; accepted: {', '.join(TARGETS)}")
-    return TARGETS[name]
+    """The 1-d target registered as ``name``; ``ValueError`` naming the accepted ones."""
+    return lookup(TARGETS_1D, name, "1-d target")
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, dtype: torch.dtype) -> Tensor:
@@ -67,7 +92,7 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, dtype: torch.dt
 
 def _predict(model: JacNet, x: Tensor) -> Tensor:
     with torch.no_grad():
-        return model(x, **EVAL)
+        return model(x, **EVAL_1D)
 
 
 def run_1d(cfg: Config1D) -> dict[str, Any]:
@@ -77,9 +102,13 @@ def run_1d(cfg: Config1D) -> dict[str, Any]:
     the structure on a dense grid over the test range: the smallest ``J`` and smallest
     finite-difference slope (monotone, invertible) or the largest ``|J|`` and ``|Δŷ/Δx|``
     (1-Lipschitz).
+
+    A non-finite training loss stops the run: ``diverged`` is True, ``diverged_step`` and
+    ``diverged_model`` say where, and the model that diverged has only its partial ``history``
+    (the baseline is not trained after a diverged structured model).
     """
     tgt = get_target(cfg.target)
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
+    dtype = DTYPES[cfg.dtype]
     gen = torch.Generator().manual_seed(cfg.seed)
     x_tr = _uniform(cfg.n_train, *cfg.train_range, gen, dtype)
     x_te = _uniform(cfg.n_test, *cfg.test_range, gen, dtype)
@@ -88,14 +117,21 @@ def run_1d(cfg: Config1D) -> dict[str, Any]:
     x0 = torch.zeros(1, dtype=dtype)
     y0 = tgt.f(x0)
     out: dict[str, Any] = {"config": asdict(cfg), "x_train": x_tr[:, 0].tolist(),
-                           "grid": grid[:, 0].tolist(), "target": tgt.f(grid)[:, 0].tolist()}
+                           "grid": grid[:, 0].tolist(), "target": tgt.f(grid)[:, 0].tolist(),
+                           "diverged": False, "diverged_step": None, "diverged_model": None}
     for role, structure, opts in [("structured", tgt.structure, tgt.structure_opts),
                                   ("baseline", "none", tgt.baseline_opts)]:
         torch.manual_seed(cfg.seed)
         model = JacNet(1, 1, cfg.hidden, 1, structure, activation=cfg.activation, x0=x0,
                        y0=y0, **opts).to(dtype)
         init = _predict(model, grid)
-        history = train(model, x_tr, y_tr, cfg.steps, cfg.lr, cfg.method)
+        fit = train(model, x_tr, y_tr, cfg.steps, cfg.lr, cfg.method)
+        history = fit.history
+        if fit.diverged:
+            out[role] = {"structure": structure, "opts": opts, "history": history,
+                         "diverged_step": fit.diverged_step}
+            out.update(diverged=True, diverged_step=fit.diverged_step, diverged_model=role)
+            return out
         pred_te, pred_grid = _predict(model, x_te), _predict(model, grid)
         with torch.no_grad():
             J = model.jacobian(grid)[:, 0, 0]
@@ -131,7 +167,7 @@ def run_1d(cfg: Config1D) -> dict[str, Any]:
 
 
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One table row per model of a ``run_1d`` result."""
+    """One table row per model of a ``run_1d`` result (or of its stored record)."""
     rows = []
     for role in ("structured", "baseline"):
         r = result[role]

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from gradsurrogate.activations import get_activation
-from gradsurrogate.integrate import IntegralResult, line_integral, solve_path_ode
+from gradsurrogate.integrate import IntegralResult, get_integrator, line_integral, solve_path_ode
+from gradsurrogate.registry import check_int
 
 from .structures import get_structure
 
@@ -50,11 +51,9 @@ class JacNet(nn.Module):
         **structure_opts: Any,
     ) -> None:
         super().__init__()
-        if d_in < 1 or d_out < 1 or hidden < 1 or depth < 1:
-            raise ValueError(
-                f"d_in, d_out, hidden and depth must be >= 1; got {d_in}, {d_out}, {hidden}, "
-                f"{depth}"
-            )
+        for name, value in (("d_in", d_in), ("d_out", d_out), ("hidden", hidden),
+                            ("depth", depth)):
+            check_int(value, f"JacNet {name}", 1)
         self.d_in, self.d_out = d_in, d_out
         self.structure = get_structure(structure, d_in, d_out, **structure_opts)
         layers: list[nn.Module] = []
@@ -70,13 +69,16 @@ class JacNet(nn.Module):
         if x0.shape != (d_in,) or y0.shape != (d_out,):
             raise ValueError(f"x0 must be ({d_in},) and y0 ({d_out},); got {tuple(x0.shape)}, "
                              f"{tuple(y0.shape)}")
+        if not (torch.isfinite(x0).all() and torch.isfinite(y0).all()):
+            raise ValueError(f"the anchor must be finite; got x0={x0.tolist()}, y0={y0.tolist()}")
         self.register_buffer("x0", x0.clone())
         if learn_y0:
             self.y0 = nn.Parameter(y0.clone())
         else:
             self.register_buffer("y0", y0.clone())
-        self.method = method
         self.integrator_opts = dict(integrator_opts or {})
+        # validated once here (unknown name or option: ValueError), used by every forward
+        self.method = get_integrator(method, **self.integrator_opts).name
 
     @torch.no_grad()
     def set_anchor(self, x0: Tensor, y0: Tensor) -> None:
@@ -134,6 +136,7 @@ class JacNet(nn.Module):
             )
         if y.dim() != 2 or y.shape[1] != self.d_out:
             raise ValueError(f"y must have shape (n, {self.d_out}); got {tuple(y.shape)}")
+        check_int(refine, "inverse refine", 0)
         if method == "dopri5":
             tol = 0.1 * torch.finfo(y.dtype).eps ** 0.5
             opts = {"rtol": tol, "atol": tol, **opts}

@@ -16,10 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .model import JacNet
-from .training import train
+from gradsurrogate.registry import check_choice, check_int, check_number
 
-EVAL = {"method": "gauss-legendre", "n": 48}
+from .config import check_activation, set_fields
+from .model import JacNet
+from .training import TRAIN_METHODS, train
+
+__all__ = ["EVAL_2D", "MODELS_2D", "Config2D", "diffeo", "run_2d", "scalar"]
+
+EVAL_2D = {"method": "gauss-legendre", "n": 48}
 
 
 def diffeo(x: Tensor) -> Tensor:
@@ -33,8 +38,13 @@ def scalar(x: Tensor) -> Tensor:
     return (torch.sin(x[:, 0]) * torch.cos(x[:, 1]))[:, None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config2D:
+    """The 2-d run (all five models of ``MODELS_2D`` on one seed), validated once.
+
+    Points are uniform in ``[-box, box]²``; ``depth`` hidden layers; ``refine`` quasi-Newton
+    steps after the ODE inverse, whose dopri5 rtol = atol is ``inverse_tol``."""
+
     n_train: int = 256
     n_test: int = 400
     box: float = 2.0
@@ -48,6 +58,26 @@ class Config2D:
     refine: int = 5
     inverse_tol: float = 1e-5
 
+    def __post_init__(self) -> None:
+        for name, low in (("n_train", 1), ("n_test", 1), ("hidden", 1), ("depth", 1),
+                          ("steps", 1), ("seed", 0), ("refine", 0)):
+            check_int(getattr(self, name), name, low)
+        set_fields(
+            self,
+            box=check_number(self.box, "box"),
+            activation=check_activation(self.activation),
+            lr=check_number(self.lr, "lr"),
+            method=check_choice(self.method, TRAIN_METHODS, "training method"),
+            inverse_tol=check_number(self.inverse_tol, "inverse_tol", 0.0, 1.0, high_open=True),
+        )
+
+
+#: (task, structure) of the 2-d models, in training order
+MODELS_2D: tuple[tuple[str, str], ...] = (
+    ("vector", "none"), ("vector", "invertible"), ("vector", "orientation"),
+    ("scalar", "none"), ("scalar", "conservative"),
+)
+
 
 def _box(n: int, box: float, gen: torch.Generator) -> Tensor:
     return (2 * torch.rand(n, 2, generator=gen) - 1) * box
@@ -55,21 +85,32 @@ def _box(n: int, box: float, gen: torch.Generator) -> Tensor:
 
 def run_2d(cfg: Config2D) -> dict[str, Any]:
     """Train ``none``/``invertible``/``orientation`` on ``diffeo`` and ``none``/``conservative``
-    on ``scalar``; report test errors, inverse errors, ``min det J`` and path gaps."""
+    on ``scalar``; report test errors, inverse errors, ``min det J`` and path gaps.
+
+    A non-finite training loss stops the run (``diverged``, ``diverged_step``,
+    ``diverged_model``); the models after it are not trained."""
     gen = torch.Generator().manual_seed(cfg.seed)
     x_tr, x_te = _box(cfg.n_train, cfg.box, gen), _box(cfg.n_test, cfg.box, gen)
-    out: dict[str, Any] = {"config": asdict(cfg), "models": {}}
-    jobs = [("vector", s, diffeo) for s in ("none", "invertible", "orientation")]
-    jobs += [("scalar", s, scalar) for s in ("none", "conservative")]
-    for task, structure, f in jobs:
+    out: dict[str, Any] = {"config": asdict(cfg), "models": {}, "diverged": False,
+                           "diverged_step": None, "diverged_model": None}
+    for task, structure in MODELS_2D:
+        f = diffeo if task == "vector" else scalar
         torch.manual_seed(cfg.seed)
         d_out = 2 if task == "vector" else 1
         model = JacNet(2, d_out, cfg.hidden, cfg.depth, structure, activation=cfg.activation,
                        y0=f(torch.zeros(1, 2))[0])
-        history = train(model, x_tr, f(x_tr), cfg.steps, cfg.lr, cfg.method)
+        fit = train(model, x_tr, f(x_tr), cfg.steps, cfg.lr, cfg.method)
+        history = fit.history
+        if fit.diverged:
+            name = f"{task}/{structure}"
+            out["models"][name] = {"task": task, "structure": structure,
+                                   "loss": [h["loss"] for h in history],
+                                   "diverged_step": fit.diverged_step}
+            out.update(diverged=True, diverged_step=fit.diverged_step, diverged_model=name)
+            return out
         with torch.no_grad():
-            pred = model(x_te, **EVAL)
-        gap = model.path_gap(x_te, **EVAL).detach()
+            pred = model(x_te, **EVAL_2D)
+        gap = model.path_gap(x_te, **EVAL_2D).detach()
         rec: dict[str, Any] = {
             "task": task, "structure": structure, "train_l1": history[-1]["loss"],
             "test_mae": (pred - f(x_te)).norm(dim=-1).mean().item(),
@@ -108,6 +149,6 @@ def _warp(fn: Any, lines: int = 9, pts: int = 60, box: float = 2.0) -> list[list
     for v in torch.linspace(-box, box, lines):
         for xy in (torch.stack([s, v.expand(pts)], -1), torch.stack([v.expand(pts), s], -1)):
             with torch.no_grad():
-                y = fn(xy, **EVAL) if isinstance(fn, JacNet) else fn(xy)
+                y = fn(xy, **EVAL_2D) if isinstance(fn, JacNet) else fn(xy)
             curves.append(y.tolist())
     return curves

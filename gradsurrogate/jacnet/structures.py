@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from gradsurrogate.registry import check_choice, check_int, check_number, lookup
+
 RawNet = Callable[[Tensor], Tensor]
 
 
@@ -36,7 +38,8 @@ class Structure:
     raw_bias: ClassVar[bool] = True
 
     def __init__(self, d_in: int, d_out: int) -> None:
-        self.d_in, self.d_out = int(d_in), int(d_out)
+        self.d_in = check_int(d_in, "d_in", 1)
+        self.d_out = check_int(d_out, "d_out", 1)
         self.check()
 
     def check(self) -> None:
@@ -63,15 +66,13 @@ class Structure:
 
 
 class NoStructure(Structure):
-    """``J = A`` or ``bound · tanh(A)``."""
+    """``J = A`` or ``bound · tanh(A)`` (``bound`` finite and positive, or ``None``)."""
 
     name = "none"
 
     def __init__(self, d_in: int, d_out: int, bound: float | None = None) -> None:
         super().__init__(d_in, d_out)
-        if bound is not None and bound <= 0:
-            raise ValueError(f"bound must be positive or None; got {bound}")
-        self.bound = bound
+        self.bound = None if bound is None else check_number(bound, "structure 'none' bound")
 
     def shape(self, raw: Tensor) -> Tensor:
         A = super().shape(raw)
@@ -79,16 +80,14 @@ class NoStructure(Structure):
 
 
 class Invertible(Structure):
-    """``J = A Aᵀ + ε I``: eigenvalues ``≥ ε > 0``."""
+    """``J = A Aᵀ + ε I``: eigenvalues ``≥ ε > 0`` (``eps`` finite and positive)."""
 
     name = "invertible"
     invertible = True
 
     def __init__(self, d_in: int, d_out: int, eps: float = 1e-4) -> None:
         super().__init__(d_in, d_out)
-        if eps <= 0:
-            raise ValueError(f"eps must be positive; got {eps}")
-        self.eps = float(eps)
+        self.eps = check_number(eps, "structure 'invertible' eps")
 
     def check(self) -> None:
         self._square()
@@ -116,15 +115,14 @@ class Orientation(Structure):
 
 
 class Lipschitz(Structure):
-    """``J = k · tanh(σ)/σ · A``, ``σ = ‖A‖₂``: operator norm ``k·tanh(σ) < k``."""
+    """``J = k · tanh(σ)/σ · A``, ``σ = ‖A‖₂``: operator norm ``k·tanh(σ) < k`` (``k`` finite,
+    positive)."""
 
     name = "lipschitz"
 
     def __init__(self, d_in: int, d_out: int, k: float = 1.0) -> None:
         super().__init__(d_in, d_out)
-        if k <= 0:
-            raise ValueError(f"lipschitz constant k must be positive; got k={k}")
-        self.k = float(k)
+        self.k = check_number(k, "structure 'lipschitz' constant k")
 
     def shape(self, raw: Tensor) -> Tensor:
         A = super().shape(raw)
@@ -195,12 +193,11 @@ STRUCTURES: dict[str, type[Structure]] = {
 
 def get_structure(name: str, d_in: int, d_out: int, **opts: Any) -> Structure:
     """A structure instance by registry name; ``ValueError`` for unknown names/options."""
-    if name not in STRUCTURES:
-        raise ValueError(f"unknown structure {name!r}; accepted: {', '.join(STRUCTURES)}")
-    cls = STRUCTURES[name]
+    cls = lookup(STRUCTURES, name, "structure")
     accepted = [p for p in inspect.signature(cls.__init__).parameters
                 if p not in ("self", "d_in", "d_out")]
-    bad = sorted(set(opts) - set(accepted))
-    if bad:
-        raise ValueError(f"structure {name!r} does not take option(s) {bad}; accepted: {accepted}")
+    if opts and not accepted:
+        raise ValueError(f"structure {cls.name!r} takes no options; got {sorted(opts)}")
+    for key in sorted(opts):
+        check_choice(key, accepted, f"option of structure {cls.name!r}:")
     return cls(d_in, d_out, **opts)
