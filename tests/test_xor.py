@@ -162,7 +162,7 @@ def test_divergence_stops_the_run_and_spares_the_other_members():
 
 
 def test_instability_measure():
-    from gradsurrogate.xor.train import max_rise
+    from gradsurrogate.xor.record import max_rise
 
     assert max_rise([3.0, 1.0, 2.0, 0.5, None, 1.5]) == 1.0
     assert max_rise([3.0, 2.0, 1.0]) == 0.0 and max_rise([None]) is None

@@ -27,14 +27,14 @@ from ..ensemble import EnsembleOptimizer
 from .config import XorConfig
 from .data import XorData, generator, make_xor_split
 from .model import EnsembleXorMLP, init_params
-from .train import (
+from .record import (
     CURVE_KEYS,
     boundary_grid,
     boundary_list,
     build_record,
     diag_step,
-    evaluate,
     finite_or_none,
+    loss_and_accuracy,
 )
 
 __all__ = ["run_ensemble"]
@@ -123,7 +123,7 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
     def log_eval(step: int) -> None:
         with torch.no_grad():
             for name, data in (("train", train), ("test", test)):
-                loss, acc = evaluate(model(data.x), data.y)
+                loss, acc = loss_and_accuracy(model(data.x), data.y)
                 hist[f"{name}_loss"].append(loss)
                 hist[f"{name}_acc"].append(acc)
         steps.append(step)
@@ -159,7 +159,7 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
             log_eval(step + 1)
     bar.close()
     with torch.no_grad():
-        final = [evaluate(model(d.x), d.y) for d in (train, test)]
+        final = [loss_and_accuracy(model(d.x), d.y) for d in (train, test)]
         p1 = torch.softmax(model(boundary_grid(dtype, device)), -1)[..., 1]
     seconds = (time.perf_counter() - start) / e
     table = {k: torch.stack(v).tolist() for k, v in hist.items()}  # (evals, e)

@@ -17,8 +17,8 @@ from typing import Any
 from ..backward import TARGETS, BackwardSpec
 from ..io import save_figure, write_text_atomic
 from .config import SUB_SEEDS
+from .record import BOUNDARY_LIM
 from .results import read_curves, read_results
-from .train import BOUNDARY_LIM
 
 __all__ = ["FIGURES", "describe_spec", "report_tables", "summarise", "write_report"]
 
