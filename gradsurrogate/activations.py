@@ -13,7 +13,7 @@ autograd, so losses on g' or g'' can be trained through. Device and dtype follow
 Non-smooth points use the one-sided convention of autograd (e.g. relu'(0) = 0).
 
 Use :func:`get_activation` (``get_activation("softplus", beta=2.0)``); an unknown name raises
-``ValueError`` listing :data:`ACTIVATIONS`.
+``ValueError`` naming it and the accepted names (:data:`ACTIVATIONS`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gradsurrogate.registry import check_number, lookup
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation"]
 
@@ -130,9 +132,7 @@ class Softplus(Activation):
 
     def __init__(self, beta: float = 1.0) -> None:
         super().__init__()
-        if not beta > 0:
-            raise ValueError(f"softplus beta must be > 0, got {beta!r}")
-        self.beta = float(beta)
+        self.beta = check_number(beta, "softplus beta")
 
     def g(self, x: Tensor) -> Tensor:
         z = self.beta * x
@@ -211,7 +211,7 @@ class Cos(Activation):
 
     def __init__(self, freq: float = 1.0) -> None:
         super().__init__()
-        self.freq = float(freq)
+        self.freq = check_number(freq, f"{self.name} freq", low=None)
 
     def g(self, x: Tensor) -> Tensor:
         return torch.cos(self.freq * x)
@@ -252,7 +252,7 @@ class Sin(Activation):
 
     def __init__(self, freq: float = 1.0) -> None:
         super().__init__()
-        self.freq = float(freq)
+        self.freq = check_number(freq, f"{self.name} freq", low=None)
 
     def g(self, x: Tensor) -> Tensor:
         return torch.sin(self.freq * x)
@@ -316,7 +316,7 @@ class ELU(Activation):
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
-        self.alpha = float(alpha)
+        self.alpha = check_number(alpha, "elu alpha", low=None)
 
     def _neg_exp(self, x: Tensor) -> Tensor:
         # α·exp(min(x, 0)): never overflows, equals α eˣ on the negative side.
@@ -353,7 +353,7 @@ class LeakyReLU(Activation):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_number(negative_slope, "leaky_relu negative_slope", low=None)
 
     def g(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope)
@@ -399,12 +399,8 @@ def get_activation(name: str | Activation, **params: float) -> Activation:
         if params:
             raise ValueError(f"params {sorted(params)} given with an Activation instance")
         return name
-    key = str(name).lower()
-    if key not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {name!r}; registered: {', '.join(sorted(ACTIVATIONS))}"
-        )
+    cls = lookup(ACTIVATIONS, name, "activation")
     try:
-        return ACTIVATIONS[key](**params)
+        return cls(**params)
     except TypeError as err:
-        raise ValueError(f"bad parameters {params!r} for activation {key!r}: {err}") from None
+        raise ValueError(f"bad parameters {params!r} for activation {cls.name!r}: {err}") from None

@@ -69,7 +69,7 @@ def check_number(value: Any, name: str, low: float | None = 0.0, high: float | N
     """
     lo = "-inf" if low is None else f"{low:g}"
     hi = f"{max_abs:.3g}" if high is None else f"{high:g}"
-    want = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+    want = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
     bad = ValueError(f"{name} must be a finite number in {want}; got {value!r}")
     if isinstance(value, bool):
         raise bad

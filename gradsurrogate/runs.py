@@ -143,12 +143,18 @@ class RunStore:
             self._lock_fd = None
 
     def clean_temp(self) -> list[Path]:
-        """Remove temp files of interrupted atomic writes (``.NAME.*.tmp*``) under the folder."""
+        """Remove temp files of interrupted atomic writes (``.NAME.*.tmp*``) in the folder and
+        its subfolders, except subfolders that are stores of their own (they hold a lock file
+        and may be written by another process right now)."""
         removed = []
-        for path in self.out.rglob(".*.tmp*"):
-            if path.is_file():
-                path.unlink(missing_ok=True)
-                removed.append(path)
+        for root, dirs, files in os.walk(self.out):
+            if Path(root) != self.out and LOCK_NAME in files:
+                dirs.clear()
+                continue
+            for name in files:
+                if name.startswith(".") and ".tmp" in name:
+                    (Path(root) / name).unlink(missing_ok=True)
+                    removed.append(Path(root) / name)
         return removed
 
     # -- write -------------------------------------------------------------------------

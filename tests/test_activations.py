@@ -100,12 +100,17 @@ def test_derivatives_are_trainable() -> None:
 
 
 def test_unknown_name_and_bad_params() -> None:
-    with pytest.raises(ValueError, match=r"registered: .*softplus"):
+    with pytest.raises(ValueError, match=r"unknown activation 'swishy'; accepted: .*softplus"):
         get_activation("swishy")
     with pytest.raises(ValueError, match="bad parameters"):
         get_activation("tanh", beta=2.0)
     with pytest.raises(ValueError, match="beta"):
         get_activation("softplus", beta=0.0)
+    for bad in (float("nan"), float("inf"), -1.0, 1e300):  # finite and positive, up front
+        with pytest.raises(ValueError, match=r"softplus beta must be a finite number in \(0"):
+            get_activation("softplus", beta=bad)
+    with pytest.raises(ValueError, match=r"cos freq must be a finite number.*got nan"):
+        get_activation("cos", freq=float("nan"))
     with pytest.raises(ValueError, match="order"):
         get_activation("relu").derivatives(GRID, 3)
     act = get_activation("SoftPlus", beta=2.0)

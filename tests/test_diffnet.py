@@ -172,23 +172,28 @@ def test_bad_arguments_raise_value_error() -> None:
         net(torch.zeros(3, 2), mode="sideways")
     with pytest.raises(ValueError, match="n_in=2"):
         net(torch.zeros(3, 5))
-    with pytest.raises(ValueError, match="registered"):
+    with pytest.raises(ValueError, match=r"unknown activation 'swish'; accepted: .*tanh"):
         DifferentialMLP(2, 1, activation="swish")
     with pytest.raises(ValueError, match="xavier_normal"):
         DifferentialMLP(2, 1, w_init="kaiming")
     with pytest.raises(ValueError, match="E=3"):
         DifferentialMLP(2, 1, ensemble=3)(torch.zeros(4, 2))
-    with pytest.raises(ValueError, match="depth"):
+    with pytest.raises(ValueError, match="depth must be an integer >= 1; got 0"):
         DifferentialMLP(2, 1, depth=0)
+    with pytest.raises(ValueError, match=r"b_init must be a finite number.*got nan"):
+        DifferentialMLP(2, 1, b_init=float("nan"))
+    with pytest.raises(ValueError, match=r"p_sparse must be a finite number in \[0, 1\]"):
+        DifferentialMLP(2, 1, w_init="sparse", p_sparse=1.5)
 
 
 @pytest.mark.parametrize("problem", ["sin1d", "cossin2d"])
 def test_problem_truths_are_consistent(problem: str) -> None:
     """The experiments' exact J and H equal autograd derivatives of their f."""
-    from gradsurrogate.diffnet.experiment import PROBLEMS
+    from gradsurrogate.diffnet import DIFFNET_PROBLEMS
 
-    truth = PROBLEMS[problem].truth
-    x = torch.rand(6, PROBLEMS[problem].n_in, dtype=F64, generator=torch.Generator().manual_seed(0))
+    truth = DIFFNET_PROBLEMS[problem].truth
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, DIFFNET_PROBLEMS[problem].n_in, dtype=F64, generator=gen)
     f = lambda p: truth(p[None])[0][0]
     _, jac, hes = truth(x)
     torch.testing.assert_close(jac, vmap(jacrev(f))(x))

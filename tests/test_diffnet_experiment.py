@@ -23,8 +23,8 @@ def crash_at(epoch: int):
 
 def test_quick_experiment_smoke(tmp_path: pytest.TempPathFactory) -> None:
     """CLI end to end (tiny): table next to the reference numbers, figures, resume."""
+    from gradsurrogate.diffnet import ExperimentConfig, train_one
     from gradsurrogate.diffnet.cli import main
-    from gradsurrogate.diffnet.experiment import ExperimentConfig, train_one
 
     argv = ["--quick", "--out", str(tmp_path), "--activations", "relu", "tanh",
             "--epochs", "2", "--n-train", "512", "--wandb", "disabled"]
@@ -34,10 +34,13 @@ def test_quick_experiment_smoke(tmp_path: pytest.TempPathFactory) -> None:
     assert "8.239e-07" in table and "1.163e-02" in table  # reference cells, 1-d and 2-d
     for name in ("sin1d_relu", "sin1d_tanh", "cossin2d_relu", "cossin2d_tanh"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
-    stored = tmp_path / "sin1d_tanh.npz"
+    (stored,) = tmp_path.glob("sin1d_tanh-*.npz")
     stamp = stored.stat().st_mtime_ns
+    lines = (tmp_path / "results.jsonl").read_text().count("\n")
+    assert lines == 4  # one record per (problem, activation) run
     assert main(argv) == 0  # resume: nothing retrained
     assert stored.stat().st_mtime_ns == stamp
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == lines
     # a short run does learn: training loss falls for every loss variant
     cfg = ExperimentConfig(problem="sin1d", width=32, n_train=1024, epochs=6, lr=1e-2)
     res = train_one(cfg, "tanh")
@@ -49,7 +52,8 @@ def test_quick_experiment_smoke(tmp_path: pytest.TempPathFactory) -> None:
 def test_lr_schedules() -> None:
     """constant = the reference's lr throughout; cosine falls monotonically from lr to r·lr
     and is applied epoch by epoch (same first epoch, different second one)."""
-    from gradsurrogate.diffnet.experiment import ExperimentConfig, lr_at, train_one
+    from gradsurrogate.diffnet import ExperimentConfig, train_one
+    from gradsurrogate.diffnet.config import lr_at
 
     const = ExperimentConfig(epochs=50)
     assert {lr_at(const, e) for e in range(50)} == {1e-3}
@@ -80,7 +84,7 @@ def test_training_resumes_from_checkpoint(
     tmp_path: pytest.TempPathFactory, schedule: str
 ) -> None:
     """An interrupted run resumed from its checkpoint ends exactly where an unbroken one does."""
-    from gradsurrogate.diffnet.experiment import ExperimentConfig, train_one
+    from gradsurrogate.diffnet import ExperimentConfig, train_one
 
     cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=4, schedule=schedule,
                            hidden_lr="fan_in" if schedule == "cosine" else "same")
@@ -121,7 +125,7 @@ def test_table_with_activations_at_different_stages() -> None:
 def test_several_initialisations_per_loss(tmp_path: pytest.TempPathFactory) -> None:
     """inits=K trains K independently initialised members per loss on the same batches:
     the first one is reported as usual, all K land in ``mse_inits`` and a spread table."""
-    from gradsurrogate.diffnet.experiment import ExperimentConfig, run_experiment, train_one
+    from gradsurrogate.diffnet import ExperimentConfig, run_experiment, train_one
     from gradsurrogate.diffnet.report import write_report
 
     cfg = ExperimentConfig(problem="sin1d", width=8, n_train=512, epochs=2, inits=3,
@@ -135,7 +139,7 @@ def test_several_initialisations_per_loss(tmp_path: pytest.TempPathFactory) -> N
     text = write_report(tmp_path, ["sin1d"], figures=False)
     assert "Median [min, max] over 3 initialisations" in text
     assert "medians at or below the reference" in text
-    with pytest.raises(ValueError, match="inits must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="inits must be an integer >= 1; got 0"):
         ExperimentConfig(inits=0)
     from gradsurrogate.diffnet.cli import main
 
@@ -150,8 +154,9 @@ def test_learning_curves(tmp_path: pytest.TempPathFactory) -> None:
     """eval_every=k records the test MSEs after every k-th epoch without changing training
     (bitwise); the last row is the final result; the curves survive a resume, reach the
     tracker and the report draws them."""
+    from gradsurrogate.diffnet import ExperimentConfig, train_one
     from gradsurrogate.diffnet.cli import main
-    from gradsurrogate.diffnet.experiment import ExperimentConfig, evaluate_checkpoint, train_one
+    from gradsurrogate.diffnet.experiment import evaluate_checkpoint
 
     cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=4,
                            schedule="cosine", lr=1e-2)
@@ -166,7 +171,7 @@ def test_learning_curves(tmp_path: pytest.TempPathFactory) -> None:
     assert (curves["test_mse"][:, 0] != curves["test_mse"][:, 1]).all()  # it moved
     assert seen[1]["tanh/type2/test_df"] == curves["test_mse"][1, 0, 1]
     assert "tanh/type1/test_f" not in seen[0]  # epoch 1: no evaluation
-    with pytest.raises(ValueError, match="eval_every must be a non-negative integer, got -1"):
+    with pytest.raises(ValueError, match="eval_every must be an integer >= 0; got -1"):
         ExperimentConfig(eval_every=-1)
 
 
@@ -191,7 +196,8 @@ def test_hidden_lr_fan_in(tmp_path: pytest.TempPathFactory) -> None:
     """hidden_lr="fan_in" divides the lr of the hidden-to-hidden matrices (only) by their
     fan-in, epoch by epoch (read from the optimiser state in the checkpoints); a
     one-hidden-layer net has none, so its training is bitwise unchanged."""
-    from gradsurrogate.diffnet.experiment import ExperimentConfig, lr_at, train_one
+    from gradsurrogate.diffnet import ExperimentConfig, train_one
+    from gradsurrogate.diffnet.config import lr_at
 
     cfg = ExperimentConfig(problem="cossin2d", width=8, n_train=512, epochs=3, lr=1e-2,
                            schedule="cosine", hidden_lr="fan_in", losses=("type1",))
@@ -222,8 +228,8 @@ def test_hidden_lr_freq() -> None:
     """hidden_lr="freq": the hidden layers (W and b) of a cos(ωa) net learn at lr / ω, and
     the net then trains like a cos(a) net whose hidden parameters are ω times larger:
     same losses (up to Adam's ε; no weight decay here). Other activations: no scaling."""
-    from gradsurrogate.diffnet import DifferentialMLP
-    from gradsurrogate.diffnet.experiment import ExperimentConfig, param_groups, train_one
+    from gradsurrogate.diffnet import DifferentialMLP, ExperimentConfig, train_one
+    from gradsurrogate.diffnet.experiment import param_groups
 
     def net(activation: str) -> DifferentialMLP:
         return DifferentialMLP(2, 1, width=8, depth=2, activation=activation, dtype=torch.float64,
@@ -270,66 +276,84 @@ def test_hidden_lr_freq() -> None:
     assert not np.allclose(run("cos2pi", "same"), run("cos", "same"), rtol=1e-3)
 
 
-def test_results_of_older_versions_are_reused(tmp_path: pytest.TempPathFactory) -> None:
-    """A stored result or checkpoint written before a config field existed (here:
-    hidden_lr, eval_every) matches a config with that field at its default: no retraining."""
-    from gradsurrogate.diffnet.experiment import (
-        ExperimentConfig,
-        result_path,
-        run_experiment,
-        train_one,
-    )
+def test_results_of_older_versions_are_reused(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older version's stored result (``<problem>_<activation>[__<losses>].npz``, no
+    results.jsonl, settings written before hidden_lr / eval_every existed) is reported and
+    reused without training (a record now points at it); a real change retrains. An older
+    checkpoint (tagged with every activation of its command) resumes."""
+    from gradsurrogate.diffnet import ExperimentConfig, run_experiment, train_one
+    from gradsurrogate.diffnet import store as store_mod
+    from gradsurrogate.diffnet.config import settings_text
+    from gradsurrogate.diffnet.report import load_results
+    from gradsurrogate.diffnet.store import legacy_path
 
     cfg = ExperimentConfig(problem="sin1d", width=8, n_train=256, epochs=2, activations=("tanh",),
                            losses=("type2",))
-    run_experiment(cfg, tmp_path)
-    path = result_path(tmp_path, "sin1d", "tanh", ("type2",))
-    stored = dict(np.load(path))
-    old = "\n".join(line for line in str(stored["config"]).splitlines()
+    res = train_one(cfg, "tanh")
+    path = legacy_path(tmp_path, "sin1d", "tanh", ("type2",))
+    assert path.name == "sin1d_tanh__type2.npz"
+    old = "\n".join(line for line in settings_text(cfg).splitlines()
                     if not line.startswith(("hidden_lr", "eval_every")))
-    np.savez(path, **(stored | {"config": np.array(old)}))
-    stamp = path.stat().st_mtime_ns
-    run_experiment(cfg, tmp_path)
-    assert path.stat().st_mtime_ns == stamp  # reused
-    run_experiment(replace(cfg, hidden_lr="freq"), tmp_path)  # a real change retrains
-    assert path.stat().st_mtime_ns != stamp
+    np.savez(path, **{k: v for k, v in res.items() if k not in ("diverged_at", "epochs_run")},
+             config=np.array(old))
+    ((_, results),) = load_results(tmp_path, "sin1d")  # reported before any rerun
+    np.testing.assert_array_equal(results["tanh"]["mse"][:, 0], res["mse"][:, 0])
+    calls: list[str] = []
 
-    ckpt = tmp_path / "state.pt"
+    def counted(run_cfg: ExperimentConfig, activation: str, *args: object, **kw: object) -> dict:
+        calls.append(activation)
+        return train_one(run_cfg, activation, *args, **kw)
+
+    monkeypatch.setattr(store_mod, "train_one", counted)
+    stamp = path.stat().st_mtime_ns
+    rec = run_experiment(cfg, tmp_path)["tanh"]
+    assert calls == [] and rec["file"] == path.name and path.stat().st_mtime_ns == stamp
+    assert rec["mse"]["type2"]["df"] == res["mse"][0, 1]
+    run_experiment(cfg, tmp_path)  # now through its record
+    assert calls == []
+    ((_, results),) = load_results(tmp_path, "sin1d")
+    assert list(results["tanh"]["losses"]) == ["type2"]
+    run_experiment(replace(cfg, hidden_lr="freq"), tmp_path)  # a real change retrains
+    assert calls == ["tanh"]
+
+    both = replace(cfg, activations=("relu", "tanh"))
+    ckpt = legacy_path(tmp_path, "sin1d", "relu", ("type2",)).with_suffix(".ckpt.pt")
     with pytest.raises(KeyboardInterrupt):
-        train_one(cfg, "tanh", log=crash_at(0), checkpoint=ckpt, checkpoint_every=1)
+        train_one(both, "relu", log=crash_at(0), checkpoint=ckpt, checkpoint_every=1)
     state = torch.load(ckpt, weights_only=False)
     for key in ("hidden_lr", "eval_every"):
         del state["tag"][0][key]
     del state["test_mse"]
     torch.save(state, ckpt)
     seen: list[int] = []
-    resumed = train_one(cfg, "tanh", log=lambda m: seen.append(m["epoch"]), checkpoint=ckpt)
-    assert seen == [1]  # resumed after epoch 1 of 2
-    np.testing.assert_array_equal(resumed["mse"], train_one(cfg, "tanh")["mse"])
+    rec = run_experiment(replace(cfg, activations=("relu",)), tmp_path,
+                         log=lambda m: seen.append(m["epoch"]))["relu"]
+    assert seen == [1] and not ckpt.exists()  # resumed after epoch 1 of 2
+    unbroken = train_one(replace(cfg, activations=("relu",)), "relu")
+    assert rec["mse"]["type2"]["f"] == unbroken["mse"][0, 0]
 
 
 def test_curves_of_split_runs_and_odd_intervals(tmp_path: pytest.TempPathFactory) -> None:
     """Split runs: a member stored without curves gets NaN rows; curves at different epochs
     are dropped with a warning. eval_every not dividing epochs stops at its last multiple;
     eval_every > epochs records nothing, also in a checkpoint."""
-    from gradsurrogate.diffnet.experiment import (
-        ExperimentConfig,
-        evaluate_checkpoint,
-        run_experiment,
-        train_one,
-    )
+    from gradsurrogate.diffnet import ExperimentConfig, run_experiment, train_one
+    from gradsurrogate.diffnet.experiment import evaluate_checkpoint
     from gradsurrogate.diffnet.report import load_results
 
     cfg = ExperimentConfig(problem="sin1d", width=8, n_train=256, epochs=3, activations=("tanh",))
     run_experiment(replace(cfg, losses=("type1", "type2"), eval_every=2), tmp_path)
     run_experiment(replace(cfg, losses=("hessian",)), tmp_path)
-    res = load_results(tmp_path, "sin1d")["tanh"]
+    ((_, results),) = load_results(tmp_path, "sin1d")  # one setting: eval_every aside
+    res = results["tanh"]
     assert list(res["test_epochs"]) == [2] and res["test_mse"].shape == (3, 1, 3)
     assert np.isfinite(res["test_mse"][:2]).all() and np.isnan(res["test_mse"][2]).all()
     assert (res["test_mse"][:2, -1] != res["mse"][:2]).all()  # epoch 2, not the final 3
     run_experiment(replace(cfg, losses=("hessian",), eval_every=1), tmp_path)
     with pytest.warns(UserWarning, match="different epochs"):
-        res = load_results(tmp_path, "sin1d")["tanh"]
+        res = load_results(tmp_path, "sin1d")[0][1]["tanh"]
     assert "test_mse" not in res and "test_epochs" not in res
 
     late = replace(cfg, eval_every=5, losses=("type1",))

@@ -52,9 +52,9 @@ def quick_figures(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["exp", "--lr", "inf"], "lr must be a finite number in (0, 3.4e+38); got inf"),
-    (["exp", "--lr", "nan"], "lr must be a finite number in (0, 3.4e+38); got nan"),
-    (["exp", "--lr", "0"], "lr must be a finite number in (0, 3.4e+38); got 0.0"),
+    (["exp", "--lr", "inf"], "lr must be a finite number in (0, 3.4e+38]; got inf"),
+    (["exp", "--lr", "nan"], "lr must be a finite number in (0, 3.4e+38]; got nan"),
+    (["exp", "--lr", "0"], "lr must be a finite number in (0, 3.4e+38]; got 0.0"),
     (["abs", "--lr", "1e300"], "got 1e+300"),
     (["all", "--steps", "0"], "steps must be an integer >= 1; got 0"),
     (["2d", "--activation", "foo"], "unknown activation 'foo'; accepted: linear, relu"),

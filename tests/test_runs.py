@@ -166,9 +166,19 @@ def test_run_command_turns_errors_into_exit_2(capsys):
     assert run_command("t", body(["--lr=2"])) == 0
     assert run_command("t", body(["--lr=inf"])) == 2
     assert capsys.readouterr().err == \
-        "gradsurrogate t: error: lr must be a finite number in (0, 3.4e+38); got inf\n"
+        "gradsurrogate t: error: lr must be a finite number in (0, 3.4e+38]; got inf\n"
     assert run_command("t", body(["--batch-size=x"])) == 2
     assert "gradsurrogate t: error: argument --batch-size/--batch_size: invalid int value" in \
         capsys.readouterr().err
     assert run_command("t", body(["--amsgrad=maybe"])) == 2
     assert "expected a boolean" in capsys.readouterr().err
+
+
+def test_temp_cleanup_spares_subfolders_that_are_stores(tmp_path):
+    (tmp_path / "sub").mkdir()
+    busy = tmp_path / "sub" / ".r.npz.abc.tmp.npz"  # another process is writing it
+    busy.write_text("")
+    with RunStore(tmp_path / "sub"):
+        busy.write_text("in flight")
+        with RunStore(tmp_path):
+            assert busy.exists()

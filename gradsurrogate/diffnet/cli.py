@@ -1,9 +1,12 @@
 """``gradsurrogate diffnet``: the reference's sin(x) / cos(x)·sin(y) experiments.
 
-Trains (resumably) every requested activation × loss variant, then writes ``table.md``
-(reference format, next to the reference's numbers) and one PNG per problem × activation
-into ``--out``. Defaults are the reference's setting; ``--recipe tuned`` swaps its AMSGrad
-at constant lr for plain Adam with a cosine-annealed lr; ``--quick`` is a CI-sized run.
+Trains (resumably, into ``--out`` through :class:`gradsurrogate.runs.RunStore`) every
+requested activation × loss variant, then writes ``table.md`` (reference format, next to the
+reference's numbers) and one PNG per problem × activation. Defaults are the reference's
+setting; ``--recipe tuned`` swaps its AMSGrad at constant lr for plain Adam with a
+cosine-annealed lr; ``--quick`` is a CI-sized run; single flags override both. A run whose
+loss stops being finite is stopped and reported as ``diverged@EPOCH`` (exit status 0).
+Bad values exit 2 with ``gradsurrogate diffnet: error: ...``.
 
     gradsurrogate diffnet --problem all --out runs/diffnet
     gradsurrogate diffnet --problem all --recipe tuned --out runs/diffnet_tuned
@@ -13,97 +16,155 @@ at constant lr for plain Adam with a cosine-annealed lr; ``--quick`` is a CI-siz
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
-from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
-import torch
-
-from gradsurrogate.activations import ACTIVATIONS
-from gradsurrogate.diffnet.config import HIDDEN_LRS, LOSSES, RECIPES, SCHEDULES, ExperimentConfig
-from gradsurrogate.diffnet.experiment import run_experiment
-from gradsurrogate.diffnet.problems import PROBLEMS
+from gradsurrogate.cli import (
+    add_common_flags,
+    config_flags,
+    config_from_args,
+    flag_names,
+    parse_bool,
+    run_command,
+    set_threads,
+)
+from gradsurrogate.diffnet.config import RECIPES, ExperimentConfig
+from gradsurrogate.diffnet.problems import DIFFNET_PROBLEMS
+from gradsurrogate.diffnet.store import run_experiment
+from gradsurrogate.registry import check_choice
+from gradsurrogate.runs import RunStore, check_writable
 from gradsurrogate.tracking import Tracker
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "configs_from_args", "main", "run_sweep"]
+
+_SWITCHES = {
+    "quick": "CI-sized run (width 32, 1,024 samples, 3 epochs); single flags override it",
+    "restart": "discard the stored results and checkpoints of the selected runs and train "
+               "them again (e.g. after a damaged file)",
+    "report_only": "only rebuild table.md and figures from the stored runs",
+    "include_unfinished": "also report unfinished runs from their checkpoints (marked)",
+    "no_figures": "write table.md only",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    defaults = ExperimentConfig()
-    p = argparse.ArgumentParser(prog="gradsurrogate diffnet", description=__doc__.splitlines()[0])
-    p.add_argument("--problem", choices=[*PROBLEMS, "all"], default="all")
-    p.add_argument("--activations", nargs="+", choices=sorted(ACTIVATIONS),
-                   default=list(defaults.activations))
-    p.add_argument("--losses", nargs="+", choices=LOSSES, default=list(defaults.losses))
-    p.add_argument("--out", default="runs/diffnet", help="results / table / figures directory")
-    p.add_argument("--quick", action="store_true", help="CI-sized run (width 32, 3 epochs)")
-    p.add_argument("--epochs", type=int, default=None, help=f"default {defaults.epochs}")
-    p.add_argument("--width", type=int, default=None, help=f"default {defaults.width}")
-    p.add_argument("--n-train", type=int, default=None, help=f"default {defaults.n_train}")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--inits", type=int, default=None,
-                   help="independently initialised members per loss, trained on the same "
-                        "batches; the report adds their median [min, max] (default 1)")
-    p.add_argument("--recipe", choices=RECIPES, default="reference",
+class _LineParser(argparse.ArgumentParser):
+    """A parser whose errors are ``ValueError`` (for sweep lines)."""
+
+    def error(self, message: str) -> Any:
+        raise ValueError(message)
+
+
+def build_parser(cls: type[argparse.ArgumentParser] = argparse.ArgumentParser
+                 ) -> argparse.ArgumentParser:
+    p = cls(prog="gradsurrogate diffnet", allow_abbrev=False,
+            description=__doc__.splitlines()[0])
+    p.add_argument("--problem", default="all",
+                   help=f"{', '.join(DIFFNET_PROBLEMS)} or all (default: all)")
+    p.add_argument("--recipe", default="reference",
                    help="optimiser settings: the reference's (AMSGrad, constant lr 1e-3) or "
-                        "tuned (Adam, lr 3e-3 cosine-annealed to 3e-6); flags below override")
-    p.add_argument("--lr", type=float, default=None, help="initial learning rate")
-    p.add_argument("--no-amsgrad", dest="amsgrad", action="store_const", const=False,
-                   default=None, help="plain Adam instead of AMSGrad")
-    p.add_argument("--schedule", choices=SCHEDULES, default=None, help="learning-rate schedule")
-    p.add_argument("--lr-final", type=float, default=None,
-                   help="cosine schedule: final lr as a fraction of the initial one")
-    p.add_argument("--hidden-lr", choices=HIDDEN_LRS, default=None,
-                   help="fan_in: hidden-to-hidden matrices learn at lr / fan-in (μP's Adam rule); "
-                        "freq: hidden layers of a periodic activation cos(ωa) at lr / ω (no effect "
-                        "for other activations)")
-    p.add_argument("--gain-hidden", type=float, default=None,
-                   help="xavier gain of the hidden layers (default √2, or √2/ω if periodic)")
-    p.add_argument("--eval-every", type=int, default=None,
-                   help="record the test MSEs every N epochs (learning-curve figure; training "
-                        "is unchanged, but a stored result without curves is retrained); "
-                        "default off")
-    p.add_argument("--dtype", choices=["float32", "float64"], default=defaults.dtype)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--report-only", action="store_true",
-                   help="only rebuild table.md and figures from stored results")
-    p.add_argument("--include-unfinished", action="store_true",
-                   help="also report unfinished runs from their checkpoints (marked)")
-    p.add_argument("--no-figures", action="store_true")
-    p.add_argument("--wandb", choices=["disabled", "offline", "online"], default=None,
-                   help="default: offline unless a W&B API key is configured")
+                        "tuned (Adam, lr 3e-3 cosine-annealed to 3e-6); single flags override "
+                        f"(accepted: {', '.join(RECIPES)}; default: reference)")
+    for name, text in _SWITCHES.items():
+        p.add_argument(*flag_names(name), dest=name, nargs="?", const=True, default=False,
+                       type=parse_bool, metavar="BOOL", help=text)
+    config_flags(p, ExperimentConfig, skip=("problem",))
+    p.add_argument(*flag_names("no_amsgrad"), dest="amsgrad", action="store_const", const=False,
+                   help="plain Adam instead of AMSGrad (= --amsgrad false)")
+    add_common_flags(p, "runs/diffnet", "gradsurrogate-diffnet")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    problems = list(PROBLEMS) if args.problem == "all" else [args.problem]
-    out = Path(args.out)
-    results = {}
-    if not args.report_only:
-        for name in problems:
-            cfg = ExperimentConfig(problem=name, activations=tuple(args.activations),
-                                   losses=tuple(args.losses), seed=args.seed,
-                                   dtype=args.dtype).with_recipe(args.recipe)
-            cfg = cfg.quick() if args.quick else cfg
-            overrides = {k: getattr(args, k) for k in ("epochs", "width", "n_train", "lr", "inits",
-                                                       "amsgrad", "schedule", "lr_final",
-                                                       "gain_hidden", "eval_every", "hidden_lr")
-                         if getattr(args, k) is not None}
-            cfg = replace(cfg, **overrides)
-            tracker = Tracker(args.wandb, "gradsurrogate-diffnet", {"problem": name, **vars(args)},
-                              name=f"diffnet-{name}")
-            try:
-                results[name] = run_experiment(cfg, out, tracker.log)
-            finally:
-                tracker.finish()
+def _problems(args: argparse.Namespace) -> list[str]:
+    check_choice(args.problem, [*DIFFNET_PROBLEMS, "all"], "problem")
+    return list(DIFFNET_PROBLEMS) if args.problem == "all" else [args.problem]
+
+
+def configs_from_args(args: argparse.Namespace) -> list[ExperimentConfig]:
+    """One config per problem: defaults, then ``--recipe``, then ``--quick``, then the
+    single flags given (validated once, by :class:`ExperimentConfig`)."""
+    out = []
+    for problem in _problems(args):
+        base = ExperimentConfig(problem=problem).with_recipe(args.recipe)
+        base = base.quick() if args.quick else base
+        filled = argparse.Namespace(**{
+            f.name: getattr(base, f.name) if getattr(args, f.name, None) is None
+            else getattr(args, f.name) for f in dataclasses.fields(ExperimentConfig)})
+        out.append(config_from_args(ExperimentConfig, filled, problem=problem))
+    return out
+
+
+def _train(cfgs: list[ExperimentConfig], store: RunStore, args: argparse.Namespace,
+           common: argparse.Namespace) -> list[dict]:
+    """Train (resumably) every config; one W&B run per config, given the resolved config."""
+    records = []
+    for cfg in cfgs:
+        tracker = Tracker(common.wandb, common.wandb_project, dataclasses.asdict(cfg),
+                          name=f"diffnet-{cfg.problem}")
+        try:
+            done = run_experiment(cfg, store, tracker.log, restart=args.restart)
+            tracker.summary({f"{a}/{loss}/test_{k}": v for a, r in done.items()
+                             for loss, mse in r["mse"].items() for k, v in mse.items()}
+                            | {f"{a}/diverged": r["diverged"] for a, r in done.items()})
+        finally:
+            tracker.finish()
+        records += done.values()
+    return records
+
+
+def _report(out: str, problems: list[str], args: argparse.Namespace, command: str,
+            records: list[dict]) -> None:
     from gradsurrogate.diffnet.report import write_report
 
-    command = "gradsurrogate diffnet " + shlex.join(sys.argv[1:] if argv is None else argv)
-    table = write_report(out, problems, figures=not args.no_figures, command=command.strip(),
-                         include_checkpoints=args.include_unfinished)
-    print(table)
+    print(write_report(out, problems, figures=not args.no_figures, command=command,
+                       include_checkpoints=args.include_unfinished))
+    bad = [f"{r['problem']}/{r['activation']} " + ", ".join(
+        f"{loss}@{e}" for loss, e in r["diverged_losses"].items()) for r in records
+        if r["diverged"]]
+    if bad:
+        print(f"{len(bad)} run(s) diverged (loss not finite; stopped, recorded in "
+              f"{out}/results.jsonl, no arrays stored): {'; '.join(bad)}")
+
+
+def _body(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    problems, command = _problems(args), "gradsurrogate diffnet " + shlex.join(argv)
+    if args.report_only:  # no lock: reports a folder (and its subfolders) while runs write
+        check_writable(args.out)
+        _report(args.out, problems, args, command, [])
+        return 0
+    cfgs = configs_from_args(args)
+    set_threads(args.threads)
+    with RunStore(args.out) as store:  # --out writable and ours before any training
+        _report(args.out, problems, args, command, _train(cfgs, store, args, args))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0, or 2 for a bad value)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command("diffnet", lambda: _body(argv))
+
+
+def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> int:
+    """Run the lines of a sweep (each the ``--name=value`` flags of ``gradsurrogate diffnet``)
+    into ``out``, resumably and one after another, then write the report. Every line is
+    parsed first: a bad one is a ``ValueError`` naming it, before any training."""
+    plans = []
+    for i, line in enumerate(argvs, 1):
+        try:
+            args = build_parser(_LineParser).parse_args(line)
+            if args.report_only:
+                raise ValueError("--report-only is not a sweep parameter")
+            plans.append((args, configs_from_args(args)))
+        except ValueError as err:
+            raise ValueError(f"sweep line {i} ({shlex.join(line)}): {err}") from None
+    set_threads(common.threads)
+    problems = list(dict.fromkeys(c.problem for _, cfgs in plans for c in cfgs))
+    with RunStore(out) as store:
+        records = [r for args, cfgs in plans for r in _train(cfgs, store, args, common)]
+        opts = argparse.Namespace(no_figures=any(a.no_figures for a, _ in plans),
+                                  include_unfinished=False)
+        _report(out, problems, opts, f"gradsurrogate sweep ({len(argvs)} lines)", records)
     return 0

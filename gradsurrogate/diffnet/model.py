@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from gradsurrogate.activations import Activation, get_activation
+from gradsurrogate.registry import check_choice, check_int, check_number
 
 __all__ = ["HESSIAN_MODES", "INITS", "JACOBIAN_MODES", "DifferentialMLP"]
 
@@ -47,9 +48,7 @@ INITS = ("xavier_normal", "orthogonal", "sparse")
 
 
 def _check_mode(mode: str, accepted: tuple[str, ...], what: str) -> str:
-    if mode not in accepted:
-        raise ValueError(f"unknown {what} mode {mode!r}; accepted: {', '.join(accepted)}")
-    return mode
+    return check_choice(mode, accepted, f"{what} mode")
 
 
 class DifferentialMLP(nn.Module):
@@ -98,22 +97,22 @@ class DifferentialMLP(nn.Module):
     ) -> None:
         super().__init__()
         for label, val in (("n_in", n_in), ("n_out", n_out), ("width", width), ("depth", depth)):
-            if int(val) < 1:
-                raise ValueError(f"{label} must be a positive integer, got {val!r}")
-        if ensemble is not None and int(ensemble) < 1:
-            raise ValueError(f"ensemble must be None or a positive integer, got {ensemble!r}")
-        if w_init not in INITS:
-            raise ValueError(f"unknown w_init {w_init!r}; accepted: {', '.join(INITS)}")
+            check_int(val, label, 1)
+        if ensemble is not None:
+            check_int(ensemble, "ensemble", 1)
+        check_choice(w_init, INITS, "w_init")
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.width, self.depth = int(width), int(depth)
         self.ensemble = None if ensemble is None else int(ensemble)
         self.mode = _check_mode(mode, JACOBIAN_MODES, "Jacobian")
         self.hessian_mode = _check_mode(hessian_mode, HESSIAN_MODES, "Hessian")
         self.activation = get_activation(activation, **(activation_params or {}))
-        self.w_init, self.b_init = w_init, float(b_init)
+        self.w_init, self.b_init = w_init, check_number(b_init, "b_init", low=None)
         if gain_hidden is None:
             gain_hidden = math.sqrt(2.0) / float(getattr(self.activation, "freq", 1.0))
-        self.gain_hidden, self.gain_output, self.p_sparse = gain_hidden, gain_output, p_sparse
+        self.gain_hidden = check_number(gain_hidden, "gain_hidden", low=None)
+        self.gain_output = check_number(gain_output, "gain_output", low=None)
+        self.p_sparse = check_number(p_sparse, "p_sparse", low=0.0, low_open=False, high=1.0)
 
         e = self.ensemble or 1
         sizes = [self.n_in] + [self.width] * self.depth + [self.n_out]

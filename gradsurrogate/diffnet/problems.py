@@ -1,6 +1,6 @@
 """The target functions of the reference's experiments and their data.
 
-A :class:`Problem` is a function with its exact derivatives, x (B, n) -> f (B, 1),
+A :class:`DiffnetProblem` is a function with its exact derivatives, x (B, n) -> f (B, 1),
 J (B, 1, n), H (B, 1, n, n); :func:`make_data` draws the noisy training set (uniform on
 [-π, π]^n, Gaussian noise on x, f, J, H) and the noise-free test grid.
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["PROBLEMS", "Problem", "make_data"]
+__all__ = ["DIFFNET_PROBLEMS", "DiffnetProblem", "make_data"]
 
 
 @dataclass(frozen=True)
-class Problem:
+class DiffnetProblem:
     """A target function with its exact derivatives: x (B, n) -> f (B, 1), J (B, 1, n),
     H (B, 1, n, n)."""
 
@@ -42,14 +42,14 @@ def _cossin2d(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return f, jac, hes[:, None]
 
 
-PROBLEMS: dict[str, Problem] = {
-    "sin1d": Problem("sin1d", 1, 1, _sin1d, 100),
-    "cossin2d": Problem("cossin2d", 2, 2, _cossin2d, 50),
+DIFFNET_PROBLEMS: dict[str, DiffnetProblem] = {
+    "sin1d": DiffnetProblem("sin1d", 1, 1, _sin1d, 100),
+    "cossin2d": DiffnetProblem("cossin2d", 2, 2, _cossin2d, 50),
 }
 
 
 def make_data(
-    problem: Problem, n_train: int, noise: float, gen: torch.Generator, dtype: torch.dtype
+    problem: DiffnetProblem, n_train: int, noise: float, gen: torch.Generator, dtype: torch.dtype
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Noisy training set (uniform on [-π, π]^n) and noise-free test grid.
 

@@ -1,37 +1,39 @@
-"""Markdown table (reference format, next to the reference's numbers) and PNG figures for
-the results written by :func:`gradsurrogate.diffnet.experiment.run_experiment`."""
+"""Markdown tables (reference format, next to the reference's numbers) and PNG figures of the
+runs stored by :func:`gradsurrogate.diffnet.store.run_experiment`.
+
+Runs are grouped by setting (their config up to activations and losses): one table per
+problem and setting, a column per loss / activation; a variant that diverged reads
+``diverged@E`` (E: the epoch its training loss stopped being finite). Split runs of one
+setting (``--losses type1 type2``, then ``--losses hessian``) merge into one table.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from gradsurrogate.diffnet.config import LOSSES
-from gradsurrogate.diffnet.experiment import evaluate_checkpoint, result_path
-from gradsurrogate.diffnet.problems import PROBLEMS
-from gradsurrogate.io import save_figure, write_text_atomic
+from gradsurrogate.diffnet.config import DIFFNET_LOSSES, ExperimentConfig
+from gradsurrogate.diffnet.figures import (
+    DISPLAY,
+    LOSS_NAMES,
+    METRICS,
+    TITLES,
+    plot_curves,
+    plot_problem,
+)
+from gradsurrogate.diffnet.store import stored_runs
+from gradsurrogate.io import write_text_atomic
+from gradsurrogate.runs import run_id
 
-# stored with a leading member axis; stacked again when the runs of an activation merge
-_PER_MEMBER = ("mse", "mse_inits", "y", "J", "H", "epoch", "finished")
-# learning curves: test_mse has a member axis, test_epochs is per run (see _merge_curves)
-_CURVES = ("test_mse", "test_epochs")
+__all__ = ["REFERENCE", "format_spread", "format_table", "load_results", "write_report"]
 
-__all__ = [
-    "REFERENCE", "format_spread", "format_table", "load_results", "plot_curves", "plot_problem",
-    "write_report",
-]
-
-DISPLAY = {"relu": "ReLu", "softplus": "SoftPlus", "tanh": "TanH", "cos2pi": "Cos"}
-LOSS_NAMES = {"type1": "Type 1 Loss", "type2": "Type 2 Loss", "hessian": "Hessian Loss"}
-METRICS = ("MSE f(x)", "MSE ∂f/∂x", "MSE ∂²f/∂x²")
-TITLES = {"sin1d": "1-d: f(x) = sin(x)", "cossin2d": "2-d: f(x, y) = cos(x)·sin(y)"}
+_STACKED = ("mse", "mse_inits", "y", "J", "H")  # per member, stacked along a leading axis
+_SHARED = ("x", "f_true", "J_true", "H_true")  # the test set, one per run
 
 # The reference README's tables: problem -> loss -> activation -> (MSE f, df, d²f).
 _REF_ROWS = {  # (problem, loss): {activation: (MSE f, MSE df, MSE d²f)}
@@ -57,52 +59,71 @@ for (_problem, _loss), _row in _REF_ROWS.items():
     REFERENCE.setdefault(_problem, {})[_loss] = _row
 
 
-def load_results(
-    out_dir: str | Path, problem: str, include_checkpoints: bool = False
-) -> dict[str, dict[str, np.ndarray]]:
-    """activation -> stored result arrays of ``problem``; results stored per loss subset
-    (runs split with ``--losses``) are merged, members in :data:`LOSSES` order.
+def _group_cfg(run_cfg: ExperimentConfig) -> ExperimentConfig:
+    """A run's setting: its config with the default activations and losses (and no
+    ``eval_every``, which does not change training: split runs with and without curves
+    merge)."""
+    return replace(run_cfg, activations=ExperimentConfig().activations, losses=DIFFNET_LOSSES,
+                   eval_every=0)
 
-    With ``include_checkpoints``, unfinished runs are evaluated from their checkpoints;
-    the per-member ``epoch`` array says how many epochs each member has trained.
+
+def _stack(members: list[dict[str, Any]], key: str) -> np.ndarray | None:
+    """``key`` of every member stacked (diverged members: NaN); None unless every member
+    that did not diverge has it, all of one shape."""
+    values = [m.get(key) for m in members]
+    present = [v for v in values if v is not None]
+    if key == "mse" and not present:
+        return np.full((len(members), 3), np.nan)
+    if not present or len({v.shape for v in present}) > 1 or any(
+            v is None and not m["diverged_at"] for v, m in zip(values, members)):
+        return None
+    blank = np.full(present[0].shape, np.nan)
+    return np.stack([blank if v is None else v for v in values])
+
+
+def load_results(out_dir: str | Path, problem: str, include_checkpoints: bool = False
+                 ) -> list[tuple[ExperimentConfig, dict[str, dict[str, np.ndarray]]]]:
+    """The stored runs of ``problem`` per setting (in order of first appearance):
+    (setting, activation -> result). A result has a member axis in :data:`DIFFNET_LOSSES`
+    order (runs of one setting split by loss merge; the latest run of a loss wins):
+    ``losses``, ``mse`` (E, 3), ``y``/``J``/``H``, ``mse_inits`` where every member has them,
+    ``diverged_at``, ``epoch``, ``finished`` (E,), the test set ``x``/``*_true`` and the
+    curves ``test_mse`` (E, T, 3) / ``test_epochs``. Arrays of diverged members are NaN.
+
+    With ``include_checkpoints``, unfinished runs are evaluated from their checkpoints.
     """
-    parts: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    files = sorted(Path(out_dir).glob(f"{problem}_*.npz"))
-    if include_checkpoints:
-        ckpts = sorted(Path(out_dir).glob(f"{problem}_*.ckpt.pt"))
-        done = lambda c: c.with_name(c.name.removesuffix(".ckpt.pt") + ".npz").exists()
-        files += [c for c in ckpts if not done(c)]
-    for path in files:
-        if path.suffix == ".npz":
-            activation = path.stem[len(problem) + 1 :].split("__")[0]
-            with np.load(path) as stored:
-                res = dict(stored)
-            if result_path(out_dir, problem, activation, tuple(map(str, res["losses"]))) != path:
-                continue
-        else:
-            _, activation, res = evaluate_checkpoint(path)
-        res["epoch"] = np.full(len(res["losses"]), int(res.get("epoch", len(res["train_loss"]))))
-        res["finished"] = np.full(len(res["losses"]), path.suffix == ".npz")
-        for e, loss in enumerate(map(str, res["losses"])):
-            member = {k: v[e] for k, v in res.items() if k in (*_PER_MEMBER, "test_mse")}
-            member.update({k: v for k, v in res.items() if k not in member})
-            parts.setdefault(activation, {})[loss] = member
-    results = {}
-    for activation, by_loss in parts.items():
-        losses = [loss for loss in LOSSES if loss in by_loss]
-        merged = {}
-        for k in _PER_MEMBER:
-            values = [by_loss[loss].get(k) for loss in losses]
-            if all(v is not None for v in values) and len({v.shape for v in values}) == 1:
-                merged[k] = np.stack(values)  # mse_inits only where every loss has as many
-        shared = {k: v for k, v in by_loss[losses[0]].items()
-                  if k not in _PER_MEMBER and k not in _CURVES}
-        merged |= _merge_curves(f"{problem}/{activation}", [by_loss[loss] for loss in losses])
-        results[activation] = {**shared, **merged, "losses": np.array(losses)}
-    return results
+    groups: dict[str, tuple[ExperimentConfig, dict, dict]] = {}
+    for run_cfg, members, stored in stored_runs(out_dir, problem, include_checkpoints):
+        setting = _group_cfg(run_cfg)
+        _, by_act, shared = groups.setdefault(run_id(setting), (setting, {}, {}))
+        act = run_cfg.activations[0]
+        if all(k in stored for k in _SHARED):
+            shared[act] = {k: stored[k] for k in _SHARED}
+        for m in members:
+            if "test_mse" in m:
+                m = {**m, "test_epochs": stored["test_epochs"]}
+            by_act.setdefault(act, {})[m["loss"]] = m
+    out = []
+    for setting, by_act, shared in groups.values():
+        results = {}
+        for act, by_loss in by_act.items():
+            members = [by_loss[loss] for loss in DIFFNET_LOSSES if loss in by_loss]
+            merged: dict[str, np.ndarray] = {
+                "losses": np.array([m["loss"] for m in members]),
+                **{k: np.array([m[k] for m in members]) for k in
+                   ("epoch", "finished", "diverged_at")}}
+            for k in _STACKED:
+                arr = _stack(members, k)
+                if arr is not None:
+                    merged[k] = arr
+            merged |= shared.get(act, {})
+            merged |= _merge_curves(f"{problem}/{act}", members)
+            results[act] = merged
+        out.append((setting, results))
+    return out
 
 
-def _merge_curves(name: str, members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _merge_curves(name: str, members: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """``test_mse`` (E, T, 3) and ``test_epochs`` (T,) of members stored in separate runs:
     members without curves get NaN rows; curves recorded at different epochs are dropped
     with a warning; no member with curves gives {}."""
@@ -119,6 +140,11 @@ def _merge_curves(name: str, members: list[dict[str, np.ndarray]]) -> dict[str, 
             "test_epochs": epochs}
 
 
+def _div(res: dict[str, np.ndarray]) -> np.ndarray:
+    """Per member: the epoch it diverged at, 0 if it did not."""
+    return res.get("diverged_at", np.zeros(len(res["losses"]), dtype=int))
+
+
 def _ordered(acts: Iterable[str]) -> list[str]:
     """Activations in the reference's column order (ReLu, SoftPlus, TanH, Cos), others after."""
     acts = list(acts)
@@ -129,11 +155,11 @@ def _grid(
     problem: str,
     cols: list[tuple[str, str]],
     head: list[str],
-    cell: Callable[[str, str, int], tuple[float, str] | None],
+    cell: Callable[[str, str, int], tuple[float | None, str] | None],
 ) -> tuple[list[str], int, int]:
     """Markdown rows in the reference's format: per metric k a row of ``cell(loss, act, k)``
-    ((value, text), or None for "–"), ✓ where the value is at or below the reference, then
-    the reference's row. Returns (lines, ✓ cells, cells compared)."""
+    ((value, text), value None: not compared; or None for "–"), ✓ where the value is at or
+    below the reference, then the reference's row. Returns (lines, ✓ cells, cells compared)."""
     lines = ["| " + " | ".join(["", *head]) + " |", "|---" * (len(head) + 1) + "|"]
     wins = compared = 0
     for k, metric in enumerate(METRICS):
@@ -146,7 +172,7 @@ def _grid(
                 ours.append("–")
                 continue
             value, text = got
-            if target is not None:
+            if target is not None and value is not None:
                 compared += 1
                 if value <= target[k]:
                     wins += 1
@@ -161,7 +187,7 @@ def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tup
     by the reference's row. Returns (markdown, cells at or below the reference, cells compared).
     """
     have = {act: [str(x) for x in results[act]["losses"]] for act in _ordered(results)}
-    losses = [loss for loss in LOSSES if any(loss in h for h in have.values())]
+    losses = [loss for loss in DIFFNET_LOSSES if any(loss in h for h in have.values())]
     cols = [(loss, act) for loss in losses for act in have]
 
     def header(loss: str, act: str) -> str:
@@ -173,10 +199,13 @@ def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tup
             return name
         return f"{name} (epoch {int(results[act]['epoch'][row])}, unfinished)"
 
-    def cell(loss: str, act: str, k: int) -> tuple[float, str] | None:
+    def cell(loss: str, act: str, k: int) -> tuple[float | None, str] | None:
         if loss not in have[act]:
             return None
-        value = float(results[act]["mse"][have[act].index(loss)][k])
+        row = have[act].index(loss)
+        if _div(results[act])[row]:
+            return None, f"diverged@{int(results[act]['diverged_at'][row])}"
+        value = float(results[act]["mse"][row][k])
         return value, f"{value:.3e}"
 
     lines, wins, compared = _grid(problem, cols, [header(*c) for c in cols], cell)
@@ -189,12 +218,15 @@ def format_spread(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tu
     the reference. Returns (markdown, ✓ cells, cells compared); empty if no run has spread."""
     have = {act: [str(x) for x in results[act]["losses"]]
             for act in _ordered(a for a in results if "mse_inits" in results[a])}
-    cols = [(loss, act) for loss in LOSSES for act in have if loss in have[act]]
+    cols = [(loss, act) for loss in DIFFNET_LOSSES for act in have if loss in have[act]]
     if not cols:
         return "", 0, 0
 
-    def cell(loss: str, act: str, k: int) -> tuple[float, str]:
-        draws = results[act]["mse_inits"][have[act].index(loss)][:, k]
+    def cell(loss: str, act: str, k: int) -> tuple[float | None, str]:
+        row = have[act].index(loss)
+        if _div(results[act])[row]:
+            return None, f"diverged@{int(results[act]['diverged_at'][row])}"
+        draws = results[act]["mse_inits"][row][:, k]
         med = float(np.median(draws))
         return med, f"{med:.2e} [{draws.min():.1e}, {draws.max():.1e}]"
 
@@ -204,108 +236,53 @@ def format_spread(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tu
     return f"Median [min, max] over {n} initialisations:\n\n" + "\n".join(lines), wins, compared
 
 
-def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray], path: Path) -> None:
-    """PNG of f, df/dx and d²f/dx² of every loss variant against the truth."""
-    losses = [str(x) for x in res["losses"]]
-    title = f"{TITLES[problem]}, {DISPLAY.get(activation, activation)} activation"
-    if PROBLEMS[problem].n_in == 1:
-        x = res["x"][:, 0]
-        fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
-        truths = (res["f_true"][:, 0], res["J_true"][:, 0, 0], res["H_true"][:, 0, 0, 0])
-        labels = ("f(x) = sin x", "∂f/∂x = cos x", "∂²f/∂x² = -sin x")
-        for k, (ax, truth, label) in enumerate(zip(axes, truths, labels)):
-            ax.plot(x, truth, color="k", lw=2.5, label="truth")
-            for e, loss in enumerate(losses):
-                pred = (res["y"][e][:, 0], res["J"][e][:, 0, 0], res["H"][e][:, 0, 0, 0])[k]
-                ax.plot(x, pred, lw=1.3, ls=("-", "--", ":")[e % 3], label=LOSS_NAMES[loss])
-            ax.set_ylabel(label)
-            ax.set_ylim(-1.5, 1.5)
-            ax.grid(alpha=0.3)
-        axes[0].legend(loc="upper left", fontsize=8)
-        axes[-1].set_xlabel("x")
-    else:
-        side = PROBLEMS[problem].n_test_side
-        lo, hi = res["x"].min(0), res["x"].max(0)
-        ext = (lo[0], hi[0], lo[1], hi[1])
-        fields = ("f", "∂f/∂x", "∂f/∂y", "∂²f/∂x²", "∂²f/∂x∂y", "∂²f/∂y²")
-
-        def panels(y: np.ndarray, jac: np.ndarray, hes: np.ndarray) -> list[np.ndarray]:
-            flat = [y[:, 0], jac[:, 0, 0], jac[:, 0, 1], hes[:, 0, 0, 0], hes[:, 0, 0, 1],
-                    hes[:, 0, 1, 1]]
-            return [v.reshape(side, side).T for v in flat]  # rows: y, columns: x
-
-        rows = [("truth", panels(res["f_true"], res["J_true"], res["H_true"]))]
-        rows += [(LOSS_NAMES[loss], panels(res["y"][e], res["J"][e], res["H"][e]))
-                 for e, loss in enumerate(losses)]
-        fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows)), squeeze=False)
-        for r, (name, imgs) in enumerate(rows):
-            for c, img in enumerate(imgs):
-                ax = axes[r, c]
-                im = ax.imshow(img, origin="lower", extent=ext, cmap="RdBu_r", vmin=-1.2, vmax=1.2)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(fields[c])
-                if c == 0:
-                    ax.set_ylabel(name)
-        fig.colorbar(im, ax=axes, shrink=0.6)
-    fig.suptitle(title)
-    save_figure(fig, path, dpi=90 if PROBLEMS[problem].n_in == 1 else 64)
-    plt.close(fig)
+def _diverged_line(results: dict[str, dict[str, np.ndarray]]) -> str:
+    cells = [f"{LOSS_NAMES[str(loss)]} / {DISPLAY.get(act, act)} at epoch {int(e)}"
+             for act in _ordered(results)
+             for loss, e in zip(results[act]["losses"], _div(results[act])) if e]
+    return ("Diverged (training loss not finite; stopped, no result stored): "
+            + ", ".join(cells) + ".\n") if cells else ""
 
 
-def plot_curves(problem: str, activation: str, res: dict[str, np.ndarray], path: Path) -> None:
-    """PNG of the test MSEs of f, df/dx, d²f/dx² against the epoch (runs with ``eval_every``):
-    ``res["test_mse"]`` (E, T, 3) against ``res["test_epochs"]`` (T,), one line per loss
-    variant (NaN points, e.g. a member stored without curves, are not drawn), the
-    reference's final value of that loss dotted."""
-    losses = [str(x) for x in res["losses"]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True, layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (ax, metric) in enumerate(zip(axes, METRICS)):
-        for e, loss in enumerate(losses):
-            c = colors[e % len(colors)]
-            ax.semilogy(res["test_epochs"], res["test_mse"][e][:, k], color=c,
-                        label=LOSS_NAMES[loss])
-            ref = REFERENCE.get(problem, {}).get(loss, {}).get(activation)
-            if ref is not None:
-                ax.axhline(ref[k], color=c, ls=":", lw=1.2)
-        finite = res["test_mse"][..., k][np.isfinite(res["test_mse"][..., k])]
-        if finite.size and finite.min() == finite.max() > 0:  # e.g. ReLU's ∂²f: a constant
-            ax.set_ylim(finite.min() / 3, finite.max() * 3)
-        ax.set_title(metric)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8, title="dotted: reference", title_fontsize=8)
-    fig.suptitle(f"{TITLES[problem]}, {DISPLAY.get(activation, activation)}: test MSE during "
-                 "training")
-    save_figure(fig, path, dpi=80)
-    plt.close(fig)
+def _labels(settings: list[ExperimentConfig]) -> list[str]:
+    """Per setting, the fields in which the settings differ (``lr=0.01, epochs=3``)."""
+    rows = [asdict(s) for s in settings]
+    keys = [k for k in rows[0] if len({repr(r[k]) for r in rows}) > 1]
+    return [", ".join(f"{k}={r[k]}" for k in keys) for r in rows]
 
 
 def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
                  command: str = "", include_checkpoints: bool = False) -> str:
-    """Write ``table.md`` (and PNGs) into ``out_dir`` from the stored results (and, with
-    ``include_checkpoints``, from unfinished runs' checkpoints); return the text."""
+    """Write ``table.md`` (and PNGs) into ``out_dir`` from the stored runs of ``problems``
+    (and, with ``include_checkpoints``, from unfinished runs' checkpoints); return the text.
+    One table per problem and setting; with several settings, headings and figure names
+    carry the setting (``<problem>_<activation>-<id>.png``)."""
     out = Path(out_dir)
     parts = [f"Command: `{command}`\n"] if command else []
     for problem in problems:
-        results = load_results(out, problem, include_checkpoints)
-        if not results:
-            continue
-        table, wins, compared = format_table(problem, results)
-        parts.append(f"### {TITLES[problem]}\n\n{table}\n\n"
-                     f"{wins} of {compared} cells at or below the reference (✓).\n")
-        spread, s_wins, s_compared = format_spread(problem, results)
-        if spread:
-            parts.append(f"{spread}\n\n{s_wins} of {s_compared} medians at or below the "
-                         "reference (✓).\n")
-        if figures:
-            for activation, res in results.items():
-                plot_problem(problem, activation, res, out / f"{problem}_{activation}.png")
+        groups = load_results(out, problem, include_checkpoints)
+        labels = _labels([s for s, _ in groups]) if len(groups) > 1 else [""]
+        for (setting, results), label in zip(groups, labels):
+            title = TITLES[problem] + (f" — {label}" if label else "")
+            table, wins, compared = format_table(problem, results)
+            parts.append(f"### {title}\n\n{table}\n\n"
+                         f"{wins} of {compared} cells at or below the reference (✓).\n")
+            parts.append(_diverged_line(results))
+            spread, s_wins, s_compared = format_spread(problem, results)
+            if spread:
+                parts.append(f"{spread}\n\n{s_wins} of {s_compared} medians at or below the "
+                             "reference (✓).\n")
+            if not figures:
+                continue
+            tag = f"-{run_id(setting)[:8]}" if label else ""
+            for act, res in results.items():
+                if "y" not in res or not all(k in res for k in _SHARED) or \
+                        res["diverged_at"].all():
+                    continue
+                plot_problem(problem, act, res, out / f"{problem}_{act}{tag}.png")
                 if "test_mse" in res:
-                    plot_curves(problem, activation, res,
-                                out / f"{problem}_{activation}_curves.png")
-    text = "\n".join(parts)
+                    plot_curves(problem, act, res, out / f"{problem}_{act}{tag}_curves.png",
+                                REFERENCE.get(problem))
+    text = "\n".join(p for p in parts if p)
     write_text_atomic(out / "table.md", text)
     return text
