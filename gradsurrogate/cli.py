@@ -16,10 +16,22 @@ import dataclasses
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
-__all__ = ["COMMANDS", "add_common_flags", "config_flags", "config_from_args", "flag_names",
-           "main", "parse_bool", "report_main", "run_command", "set_threads"]
+__all__ = [
+    "COMMANDS",
+    "RaisingParser",
+    "add_common_flags",
+    "config_flags",
+    "config_from_args",
+    "flag_names",
+    "main",
+    "parse_bool",
+    "report_main",
+    "run_command",
+    "set_threads",
+]
 
 C = TypeVar("C")
 
@@ -68,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def report_main(argv: Sequence[str]) -> int:
     """``gradsurrogate report DIR [flags]``: the report of whichever part wrote ``DIR`` (its
-    ``.gradsurrogate-part`` marker; unmarked folders are XOR's), by that part's
-    ``report_main``."""
+    ``.gradsurrogate-part`` marker; unmarked folders with XOR's ``curves.jsonl`` are XOR's), by
+    that part's ``report_main``."""
     from gradsurrogate.runs import read_part
 
     args = list(argv)
@@ -81,7 +93,13 @@ def report_main(argv: Sequence[str]) -> int:
         print("gradsurrogate report: error: give the results folder: gradsurrogate report DIR",
               file=sys.stderr)
         return 2
-    part = read_part(folder) or "xor"
+    part = read_part(folder)
+    if part is None and (Path(folder) / "curves.jsonl").exists():
+        part = "xor"  # XOR folders written before the part marker existed
+    if part is None:
+        print(f"gradsurrogate report: error: {folder!r} holds no gradsurrogate results (no "
+              "part marker); run a command with --out pointing there first", file=sys.stderr)
+        return 2
     target = {"xor": "gradsurrogate.xor.cli"}.get(part) or \
         COMMANDS.get(part, ("",))[0].split(":")[0]
     module = importlib.import_module(target) if target else None
@@ -138,15 +156,17 @@ def config_flags(parser: argparse.ArgumentParser, cls: type, *, skip: Sequence[s
                  helps: dict[str, str] | None = None, title: str = "run settings") -> None:
     """One flag per field of dataclass ``cls`` (``--a-b`` and ``--a_b``), typed from its
     annotation, defaulting to "not given" (``None``) so the dataclass stays the only source of
-    defaults (shown in ``--help``). Help text: ``helps[name]`` or the field's
-    ``metadata["help"]``. Tuple fields take values separated by spaces or commas."""
-    defaults = cls()
+    defaults (its declared defaults are shown in ``--help``). Help text: ``helps[name]`` or
+    the field's ``metadata["help"]``. Tuple fields take values separated by spaces or
+    commas."""
     group = parser.add_argument_group(title)
     for field in dataclasses.fields(cls):
         if field.name in skip or not field.init:
             continue
         kind, conv = _field_kind(field.type)
-        default = getattr(defaults, field.name)
+        default = field.default if field.default is not dataclasses.MISSING else (
+            field.default_factory() if field.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+            else None)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         text = (helps or {}).get(field.name) or field.metadata.get("help", "")
         kwargs: dict[str, Any] = {"dest": field.name, "default": None,
@@ -210,15 +230,32 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+class RaisingParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors raise ``ValueError`` instead of printing and exiting
+    (for flag lines that are data, e.g. the lines of a sweep)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
 def run_command(prog: str, body: Callable[[], int | None]) -> int:
-    """Run a command body; a ``ValueError`` (bad value), a busy output folder or an argparse
-    error becomes ``gradsurrogate PROG: error: ...`` on stderr and exit status 2."""
+    """Run a command body; a ``ValueError`` (bad value), a busy output folder, a file-system
+    error (``OSError``: a path under a file, a full disk, ...) or an argparse error becomes
+    ``gradsurrogate PROG: error: ...`` on stderr and exit status 2."""
     from gradsurrogate.runs import StoreBusyError
 
     try:
         return int(body() or 0)
     except (ValueError, StoreBusyError) as err:
         print(f"gradsurrogate {prog}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        print(f"gradsurrogate {prog}: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except SystemExit as exit_:  # argparse has printed its own "PROG: error: ..." line
         return exit_.code if isinstance(exit_.code, int) else 2

@@ -8,6 +8,12 @@
   interrupted atomic writes. Appends first terminate a torn last line, so a kill mid-write never
   glues the next record to a fragment; readers skip any line that is not a record (torn, not
   JSON, or JSON that is not an object with the key field) with a warning naming file and line.
+
+Conventions every part's records follow: ``run_id``, ``config`` (the config's fields),
+``diverged`` (bool) and ``diverged_step``: the 0-based index of the first step (optimizer
+update; an epoch where a part trains by epochs) whose loss was non-finite, i.e. the number of
+updates applied before it (that update is not applied); the number of steps when the
+parameters became non-finite after the last update; ``None`` when the run did not diverge.
 """
 
 from __future__ import annotations
@@ -165,8 +171,8 @@ class RunStore:
             raise RuntimeError("RunStore.append needs the folder lock: use `with RunStore(out)`")
         records = list(records)
         for rec in records:
-            if not isinstance(rec, dict) or self.key not in rec:
-                raise ValueError(f"a record must be a dict with a {self.key!r} key; got "
+            if not isinstance(rec, dict) or not isinstance(rec.get(self.key), str):
+                raise ValueError(f"a record must be a dict with a string {self.key!r}; got "
                                  f"{type(rec).__name__}")
         path = self.out / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,12 @@ def sweep_command(config: Mapping[str, Any]) -> SweepCommand:
 
 
 def _run_sweep_of(name: str) -> Callable[..., Any] | None:
-    module = importlib.import_module(cli.COMMANDS[name][0].split(":")[0])
+    """The ``run_sweep`` of the module behind command ``name`` if ``name`` is that module's
+    one-run command (``main``/``run_main``; e.g. not ``xor-grid``, whose lines differ)."""
+    module_name, func = cli.COMMANDS[name][0].split(":")
+    if func not in ("main", "run_main"):
+        return None
+    module = importlib.import_module(module_name)
     runner = getattr(module, "run_sweep", None)
     return runner if callable(runner) else None
 

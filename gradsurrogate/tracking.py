@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .registry import check_choice
+
 __all__ = ["TIMEOUT_ENV", "WANDB_MODES", "Tracker", "default_wandb_mode", "wandb_timeout"]
 
 WANDB_MODES: tuple[str, ...] = ("disabled", "offline", "online")
@@ -54,10 +56,7 @@ def default_wandb_mode() -> str:
     raw = os.environ.get("WANDB_MODE", "").strip()
     if raw:
         mode = _MODE_ALIASES.get(raw.lower(), raw.lower())
-        if mode not in WANDB_MODES:
-            raise ValueError(f"WANDB_MODE={raw!r} is not a W&B mode; accepted: "
-                             f"{', '.join(WANDB_MODES)} (aliases: dryrun, run)")
-        return mode
+        return check_choice(mode, [*WANDB_MODES, *_MODE_ALIASES], "W&B mode in WANDB_MODE")
     return "online" if _api_key_configured() else "offline"
 
 
@@ -128,9 +127,8 @@ class Tracker:
     def __init__(self, mode: str | None, project: str, config: dict[str, Any],
                  name: str | None = None, group: str | None = None, job_type: str | None = None):
         global _online_failed
-        requested = default_wandb_mode() if mode is None else mode
-        if requested not in WANDB_MODES:
-            raise ValueError(f"unknown W&B mode {requested!r}; accepted: {', '.join(WANDB_MODES)}")
+        requested = default_wandb_mode() if mode is None else check_choice(mode, WANDB_MODES,
+                                                                           "W&B mode")
         self.mode: str = "disabled"
         self.run: Any = None
         self._wandb: Any = None

@@ -51,8 +51,10 @@ def test_append_terminates_a_torn_line_and_readers_report_junk(tmp_path):
     path.write_bytes(b'{"run_id": "a"}\n{"run_id": "b", "x": ')  # killed mid-line
     with RunStore(tmp_path) as store:
         store.append([{"run_id": "c", "x": math.nan}])
-        with pytest.raises(ValueError, match="a record must be a dict with a 'run_id' key"):
+        with pytest.raises(ValueError, match="a record must be a dict with a string"):
             store.append([{"x": 1}])
+        with pytest.raises(ValueError, match="a record must be a dict with a string"):
+            store.append([{"run_id": 7}])
     assert path.read_bytes().endswith(b'\n{"run_id":"c","x":null}\n')
     path.write_bytes(path.read_bytes() + b'42\nnull\n[]\n{}\n{"run_id": 3}\n\xff\n')
     with pytest.warns(StoreWarning) as caught:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gradsurrogate import tracking
-from gradsurrogate.tracking import TIMEOUT_ENV, WANDB_MODES, Tracker, default_wandb_mode
+from gradsurrogate.tracking import TIMEOUT_ENV, Tracker, default_wandb_mode
 
 FAKE_KEY = "0123456789abcdef" * 2 + "01234567"  # 40 characters, like a real API key
 
@@ -117,7 +117,7 @@ def test_explicit_mode_beats_wandb_mode(monkeypatch, tmp_path) -> None:
 
 def test_bad_wandb_mode_or_timeout_env_raises_naming_it(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("WANDB_MODE", "cloud")
-    expected = "WANDB_MODE='cloud' is not a W&B mode; accepted: disabled, offline, online"
+    expected = "unknown W&B mode in WANDB_MODE 'cloud'; accepted: disabled, offline, online"
     with pytest.raises(ValueError, match=re.escape(expected)):
         default_wandb_mode()
     with pytest.raises(ValueError, match=re.escape(expected)):
@@ -140,7 +140,6 @@ def test_disabled_tracker_is_a_no_op_and_bad_modes_raise() -> None:
     t.summary({"y": 2})
     t.finish()
     assert t.run is None and t.mode == "disabled"
-    assert WANDB_MODES == ("disabled", "offline", "online")
     with pytest.raises(ValueError, match="unknown W&B mode 'cloud'; accepted: disabled"):
         Tracker("cloud", "p", {})
 

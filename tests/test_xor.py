@@ -166,3 +166,16 @@ def test_instability_measure():
 
     assert max_rise([3.0, 1.0, 2.0, 0.5, None, 1.5]) == 1.0
     assert max_rise([3.0, 2.0, 1.0]) == 0.0 and max_rise([None]) is None
+
+
+def test_an_overflow_on_the_last_update_counts_as_divergence():
+    """The loss before the only update is finite; the update overflows the logits, so the run
+    diverged at step 1 (= steps), in the sequential and the vectorised runner alike."""
+
+    c = XorConfig(steps=1, optimizer="sgd", lr=3e38, width=4, n_train=16, n_test=16,
+                  batch_size=0, eval_every=1, diag_every=0)
+    rec, _ = run_xor(c)
+    (vec, _), (calm, _) = run_ensemble([c, c.replace(lr=0.01)])
+    assert (rec["diverged"], rec["diverged_step"]) == (vec["diverged"], vec["diverged_step"]) \
+        == (True, 1)
+    assert calm["diverged"] is False and calm["diverged_step"] is None

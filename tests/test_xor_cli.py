@@ -40,7 +40,8 @@ def test_flags_parse_in_both_forms():
     (["--grad-input", "sign", "--grad-input-p", "0.3"], "takes no parameter"),
     (["--grad-input-p", "0.3"], "needs a mode"),
     (["--input", "random"], "does not apply to input"),
-    (["--perturb", "bias", "--mode", "sign"], "unknown target 'bias'; accepted: grad_input"),
+    (["--perturb", "bias", "--mode", "sign"],
+     "unknown --perturb target 'bias'; accepted: grad_input"),
     (["--perturb", "all", "--mode", "sign", "--weight", "sign"], "set both"),
     (["--sigma", "-1"], "sigma must be a finite number in (0, 3.4e+38]; got -1"),
     (["--lr", "inf"], "lr must be a finite number in (0, 3.4e+38]; got inf"),
@@ -147,3 +148,34 @@ def test_a_diverging_run_is_recorded_as_diverged(tmp_path):
     (rec,) = read_jsonl(out / "results.jsonl")
     assert rec["diverged"] is True and 0 < rec["diverged_step"] < 8
     assert rec["steps_done"] == rec["diverged_step"]
+
+
+def test_file_system_errors_and_bad_wandb_mode_fail_before_training(tmp_path, monkeypatch,
+                                                                     capsys):
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "figures").write_text("a file where the figures folder goes")
+    grid = ["--out", str(out), "--steps=4", "--wandb=disabled", "--targets=grad_weight",
+            "--modes=sign", "--depths=1", "--seeds=0"]
+    assert grid_main(grid) == 2
+    assert "output folder" in capsys.readouterr().err
+    assert not (out / "results.jsonl").exists()
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    assert grid_main([*grid[:3], *grid[4:], "--no-report"]) == 2
+    assert "unknown W&B mode in WANDB_MODE 'bogus'" in capsys.readouterr().err
+    assert not (out / "results.jsonl").exists()
+
+
+def test_report_of_folders(tmp_path, capsys):
+    from gradsurrogate.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no gradsurrogate results" in capsys.readouterr().err
+    out = tmp_path / "x"
+    assert run_main([*TINY, f"--out={out}", "--wandb=disabled"]) == 0
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text().startswith("# XOR destroy-Jacobian report")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["report", str(out), "--figures", str(blocker / "figs")]) == 2
+    assert "gradsurrogate report: error:" in capsys.readouterr().err

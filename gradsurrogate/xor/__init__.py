@@ -10,11 +10,11 @@
 
 from .config import XorConfig
 from .data import bayes_accuracy, make_xor, make_xor_split
-from .ensemble import run_ensemble
 from .grid import default_grid, grid_configs, run_grid
 from .report import write_report
 from .results import read_results
 from .train import run_xor
+from .vectorised import run_ensemble
 
 __all__ = [
     "XorConfig",

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..backward import TARGETS, BackwardSpec, make_mode
 from ..cli import (
+    RaisingParser,
     add_common_flags,
     config_flags,
     config_from_args,
@@ -21,8 +22,9 @@ from ..cli import (
     run_command,
     set_threads,
 )
-from ..registry import check_int
-from ..runs import RunStore
+from ..registry import check_choice, check_int
+from ..runs import RunStore, check_writable
+from ..tracking import default_wandb_mode
 from .config import OPTIMIZERS, SUB_SEEDS, XorConfig
 from .results import finished_ids
 
@@ -86,9 +88,7 @@ def spec_from_args(args: argparse.Namespace) -> BackwardSpec:
         names = [t.strip() for t in args.perturb.split(",") if t.strip()]
         targets = list(TARGETS) if names == ["all"] else names
         for target in targets:
-            if target not in TARGETS:
-                raise ValueError(f"--perturb: unknown target {target!r}; accepted: "
-                                 f"{', '.join(TARGETS)}, all")
+            check_choice(target, [*TARGETS, "all"], "--perturb target")
             if target in modes:
                 raise ValueError(f"{target} is set both by --{target.replace('_', '-')} and by "
                                  "--perturb")
@@ -102,8 +102,9 @@ def xor_config(args: argparse.Namespace, spec: BackwardSpec | None = None) -> Xo
     return config_from_args(XorConfig, args, spec=spec_text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+                 ) -> argparse.ArgumentParser:
+    parser = parser_class(
         prog="gradsurrogate xor", allow_abbrev=False,
         description="Train one XOR MLP under a backward spec; append the record to "
                     "OUT/results.jsonl and the curves to OUT/curves.jsonl.")
@@ -112,11 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_xor_args(argv: Sequence[str]) -> tuple[argparse.Namespace, XorConfig]:
+def parse_xor_args(argv: Sequence[str], raising: bool = False
+                   ) -> tuple[argparse.Namespace, XorConfig]:
     """Parse ``gradsurrogate xor`` flags; raises ``ValueError`` on bad values (argparse's own
-    errors exit with status 2)."""
-    args = build_parser().parse_args(list(argv))
+    errors exit with status 2, or raise ``ValueError`` too with ``raising``)."""
+    args = build_parser(RaisingParser if raising else argparse.ArgumentParser
+                        ).parse_args(list(argv))
     return args, xor_config(args)
+
+
+def _resolve_common(args: argparse.Namespace) -> None:
+    """Threads, and the W&B mode resolved now (a bad ``WANDB_MODE`` fails before work)."""
+    set_threads(args.threads)
+    if args.wandb is None:
+        args.wandb = default_wandb_mode()
 
 
 def run_main(argv: Sequence[str]) -> int:
@@ -124,7 +134,7 @@ def run_main(argv: Sequence[str]) -> int:
 
     def body() -> int:
         args, config = parse_xor_args(argv)
-        set_threads(args.threads)
+        _resolve_common(args)
         from ..tracking import Tracker
         from .results import write_run
         from .train import run_xor
@@ -199,7 +209,9 @@ def grid_main(argv: Sequence[str]) -> int:
         from .grid import grid_configs, run_grid
 
         args = grid_parser().parse_args(list(argv))
-        set_threads(args.threads)
+        _resolve_common(args)
+        if not args.no_report:
+            check_writable(Path(args.out) / "figures")
         check_int(args.max_group, "--max-group", 1)
         base = xor_config(args, BackwardSpec())
         # sub-seeds given on the command line stay fixed over --seeds
@@ -239,12 +251,12 @@ def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> i
     configs = []
     for line in argvs:
         try:
-            configs.append(parse_xor_args(line)[1])
-        except (SystemExit, ValueError) as err:
-            why = f": {err}" if isinstance(err, ValueError) else ""
-            raise ValueError(f"sweep parameters give bad xor flags {' '.join(line)!r}{why}"
+            configs.append(parse_xor_args(line, raising=True)[1])
+        except ValueError as err:
+            raise ValueError(f"sweep parameters give bad xor flags {' '.join(line)!r}: {err}"
                              ) from None
-    set_threads(common.threads)
+    _resolve_common(common)
+    check_writable(Path(out) / "figures")
     with RunStore(out, part="xor") as store:
         records = run_grid(configs, store, 256, True, common.wandb,
                            getattr(common, "wandb_project", None) or PROJECT)
@@ -265,7 +277,11 @@ def report_main(argv: Sequence[str]) -> int:
         parser.add_argument("--figures", type=Path, default=None,
                             help="folder for the PNGs (default: DIR/figures)")
         args = parser.parse_args(list(argv))
-        print(write_report(args.dir, args.figures))
+        if not (args.dir / "results.jsonl").exists():
+            raise ValueError(f"no XOR results in {str(args.dir)!r}: run `gradsurrogate xor` or "
+                             "`xor-grid` with --out pointing there first")
+        with RunStore(args.dir, part="xor"):  # no writer meanwhile; stale temp files cleaned
+            print(write_report(args.dir, args.figures))
         return 0
 
     return run_command("report", body)

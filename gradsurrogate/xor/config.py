@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..backward import TARGETS, BackwardSpec, Learned, RandomFeedback, accepted_modes
+from ..ensemble import OPTIMIZERS
 from ..registry import check_choice, check_int, check_number
 from ..runs import run_id
 from .data import check_data_params
 
 __all__ = ["OPTIMIZERS", "SUB_SEEDS", "XorConfig"]
 
-OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 #: per-stream seeds; each defaults to ``seed``
 SUB_SEEDS: tuple[str, ...] = ("data_seed", "init_seed", "noise_seed")
 

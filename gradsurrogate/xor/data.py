@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..registry import check_number
+from ..registry import check_choice, check_int, check_number
 
 __all__ = ["XorData", "bayes_accuracy", "derive_seed", "make_xor", "make_xor_split"]
 
@@ -31,10 +31,10 @@ STREAMS: dict[str, int] = {"train": 0, "test": 1, "batches": 2, "init": 3, "nois
 
 def derive_seed(seed: int, stream: str) -> int:
     """A 63-bit seed for the named stream of ``seed`` (independent streams per name)."""
-    if stream not in STREAMS:
-        raise ValueError(f"unknown random stream {stream!r}; accepted: {', '.join(STREAMS)}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    check_choice(stream, STREAMS, "random stream")
+    if isinstance(seed, np.integer):
+        seed = int(seed)
+    check_int(seed, "seed", 0)
     state = np.random.SeedSequence([int(seed), STREAMS[stream]]).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 

@@ -23,9 +23,9 @@ from ..registry import check_choice, check_int
 from ..runs import RunStore
 from ..tracking import Tracker
 from .config import SUB_SEEDS, XorConfig
-from .ensemble import run_ensemble
 from .results import finished_ids, read_results, write_run
 from .train import run_xor
+from .vectorised import run_ensemble
 
 __all__ = ["DEFAULT_DEPTHS", "DEFAULT_MODES", "DEFAULT_PS", "DEFAULT_SEEDS", "DEFAULT_TARGETS",
            "default_grid", "grid_configs", "run_grid", "spec_for"]

@@ -107,6 +107,8 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             log_eval(step + 1)
     bar.close()
+    if diverged_step is None and curves["train_loss"][-1] is None:
+        diverged_step = config.steps  # the last update made the training loss non-finite
     if diverged_step is not None and curves["step"][-1] != diverged_step:
         log_eval(diverged_step)
     with torch.no_grad():

@@ -161,6 +161,9 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
     with torch.no_grad():
         final = [loss_and_accuracy(model(d.x), d.y) for d in (train, test)]
         p1 = torch.softmax(model(boundary_grid(dtype, device)), -1)[..., 1]
+    for m in (~torch.isfinite(final[0][0])).nonzero().flatten().tolist():
+        if diverged_at[m] is None:  # the last update made the training loss non-finite
+            diverged_at[m] = c0.steps
     seconds = (time.perf_counter() - start) / e
     table = {k: torch.stack(v).tolist() for k, v in hist.items()}  # (evals, e)
     final_vals = {"train_loss": final[0][0].tolist(), "train_acc": final[0][1].tolist(),
