@@ -62,10 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
-        print(
-            f"gradsurrogate: unknown command {name!r}; accepted: {', '.join(COMMANDS)}",
-            file=sys.stderr,
-        )
+        print(f"gradsurrogate: error: unknown command {name!r}; accepted: "
+              f"{', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     try:
@@ -206,7 +204,7 @@ def add_common_flags(parser: argparse.ArgumentParser, out_default: str | None,
 
     group = parser.add_argument_group("common")
     if out_default is not None:
-        group.add_argument("--out", default=out_default,
+        group.add_argument("--out", default=out_default, type=_out_folder,
                            help=f"results folder (default: {out_default}); checked writable "
                                 "before any work; rerunning resumes")
     group.add_argument("--wandb", choices=WANDB_MODES, default=None,
@@ -219,11 +217,18 @@ def add_common_flags(parser: argparse.ArgumentParser, out_default: str | None,
                             "every machine; 0: torch's default)")
 
 
+def _out_folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty --out would write into the current folder; "
+                                         "name a results folder")
+    return text
+
+
 def set_threads(n: int) -> None:
     """``torch.set_num_threads(n)`` (``0``: leave torch's default); ``ValueError`` if < 0."""
     from gradsurrogate.registry import check_int
 
-    check_int(n, "--threads", 0)
+    check_int(n, "--threads", 0, 4096)
     if n:
         import torch
 

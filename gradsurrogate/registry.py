@@ -15,7 +15,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["FLOAT32_MAX", "check_choice", "check_int", "check_number", "lookup", "parse_arg"]
+__all__ = ["FLOAT32_MAX", "INT64_MAX", "check_choice", "check_int", "check_number", "lookup",
+           "parse_arg"]
 
 T = TypeVar("T")
 
@@ -86,10 +87,18 @@ def check_number(value: Any, name: str, low: float | None = 0.0, high: float | N
     return x
 
 
+#: largest int64: integers beyond it overflow as soon as they meet torch or numpy
+INT64_MAX = 2**63 - 1
+
+
 def check_int(value: Any, name: str, low: int | None = 0, high: int | None = None) -> int:
-    """``value`` if it is an ``int`` (not ``bool``) in ``[low, high]``; else ``ValueError``."""
+    """``value`` if it is an ``int`` (not ``bool``) in ``[low, high]`` (``high=None``: up to
+    :data:`INT64_MAX`); else ``ValueError``."""
+    top = INT64_MAX if high is None else high
     if isinstance(value, bool) or not isinstance(value, int) or \
-            (low is not None and value < low) or (high is not None and value > high):
+            (low is not None and value < low) or value > top:
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be an integer {rng}; got {value!r}")
+        big = " (at most 2**63 - 1)" if high is None and isinstance(value, int) and \
+            not isinstance(value, bool) and value > top else ""
+        raise ValueError(f"{name} must be an integer {rng}{big}; got {value!r}")
     return value

@@ -139,8 +139,13 @@ class RunStore:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+        stored = read_part(self.out)
+        if self.part is not None and stored not in (None, self.part):
+            self.release()
+            raise ValueError(f"{str(self.out)!r} holds {stored} results; `{self.part}` will not "
+                             "mix its runs into them: pass another --out")
         self.clean_temp()
-        if self.part is not None and read_part(self.out) != self.part:
+        if self.part is not None and stored != self.part:
             (self.out / PART_NAME).write_text(self.part + "\n")
 
     def release(self) -> None:

@@ -184,3 +184,14 @@ def test_temp_cleanup_spares_subfolders_that_are_stores(tmp_path):
         busy.write_text("in flight")
         with RunStore(tmp_path):
             assert busy.exists()
+
+
+def test_a_part_does_not_mix_its_runs_into_another_parts_folder(tmp_path):
+    with RunStore(tmp_path, part="restore"):
+        pass
+    with pytest.raises(ValueError, match="holds restore results; `xor` will not mix"):
+        RunStore(tmp_path, part="xor").acquire()
+    with RunStore(tmp_path, part="restore"):  # the lock was released by the refusal
+        pass
+    with pytest.raises(ValueError, match=r"must be an integer >= 0 \(at most 2\*\*63 - 1\)"):
+        check_int(2**63, "seed")

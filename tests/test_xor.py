@@ -48,11 +48,11 @@ def test_bayes_accuracy_closed_form():
     ({"sigma": float("nan")}, "sigma must be a finite number in (0, 3.4e+38]; got nan"),
     ({"label_noise": 0.5}, "label_noise must be a finite number in [0, 0.5); got 0.5"),
     ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; accepted: adam, sgd"),
-    ({"depth": 0}, "depth must be an integer >= 1; got 0"),
+    ({"depth": 0}, "depth must be an integer in [1, 1000]; got 0"),
     ({"lr": -1.0}, "lr must be a finite number in (0, 3.4e+38]; got -1.0"),
     ({"lr": float("inf")}, "lr must be a finite number in (0, 3.4e+38]; got inf"),
     ({"lr": 1e300}, "lr must be a finite number in (0, 3.4e+38]; got 1e+300"),
-    ({"steps": 2.5}, "steps must be an integer >= 1; got 2.5"),
+    ({"steps": 2.5}, "steps must be an integer in [1, 1000000000]; got 2.5"),
     ({"spec": "grad_input=learned"}, "grad_input=learned is not accepted"),
     ({"spec": "grad_input=flop"}, "unknown backward mode 'flop'"),
 ])

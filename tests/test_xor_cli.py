@@ -50,7 +50,11 @@ def test_flags_parse_in_both_forms():
     (["--lr", "0"], "lr must be a finite number in (0, 3.4e+38]; got 0.0"),
     (["--label-noise", "0.5"], "label_noise must be a finite number in [0, 0.5); got 0.5"),
     (["--optimizer", "adamw"], "unknown optimizer 'adamw'; accepted: adam, sgd"),
-    (["--steps", "0"], "steps must be an integer >= 1; got 0"),
+    (["--steps", "0"], "steps must be an integer in [1, 1000000000]; got 0"),
+    (["--depth", "99999999999999999999"], "depth must be an integer in [1, 1000]"),
+    (["--width", "99999999999999999999"], "width must be an integer in [1, 1048576]"),
+    (["--seed", "99999999999999999999"], "seed must be an integer >= 0 (at most 2**63 - 1)"),
+    (["--perturb", "", "--mode", "flip", "--p", "0.2"], "--perturb '' names no target"),
     (["--grad-weight", "flip", "--grad-weight-p", "1.5"],
      "must be a finite number in [0, 1]; got 1.5"),
 ])
@@ -113,6 +117,14 @@ def test_grid_rejects_bad_values_before_training(tmp_path, capsys):
     assert "unknown grid target 'bias'; accepted: grad_input" in capsys.readouterr().err
     assert grid_main(["--max-group", "0", "--out", str(out), "--wandb", "disabled"]) == 2
     assert "--max-group must be an integer >= 1; got 0" in capsys.readouterr().err
+    for bad, msg in ((["--depths", ","], "the grid needs at least one value in depths"),
+                     (["--modes", "sign", "--ps", "nan"], "p (in ps) must be a finite number"),
+                     (["--seeds", "1.5"], "--seeds: bad value(s) '1.5'"),
+                     (["--depth", "3"], "unrecognized arguments: --depth 3"),
+                     (["--out", ""], "an empty --out would write into the current folder")):
+        args = ["--out", str(out), "--wandb", "disabled", *bad]
+        assert grid_main(args) == 2
+        assert msg in capsys.readouterr().err
     assert not (out / "results.jsonl").exists()  # nothing trained
 
 

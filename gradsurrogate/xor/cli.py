@@ -26,6 +26,7 @@ from ..registry import check_choice, check_int
 from ..runs import RunStore, check_writable
 from ..tracking import default_wandb_mode
 from .config import OPTIMIZERS, SUB_SEEDS, XorConfig
+from .grid import MAX_GROUP
 from .results import finished_ids
 
 __all__ = ["build_parser", "grid_main", "grid_parser", "parse_xor_args", "report_main",
@@ -53,10 +54,11 @@ _HELPS: dict[str, str] = {
 }
 
 
-def add_config_flags(parser: argparse.ArgumentParser, spec_flags: bool = True) -> None:
-    """Training flags (generated from :class:`XorConfig`: its defaults, one flag per field) and,
-    optionally, the backward-mode flags."""
-    config_flags(parser, XorConfig, skip=("spec",), helps=_HELPS)
+def add_config_flags(parser: argparse.ArgumentParser, spec_flags: bool = True,
+                     skip: Sequence[str] = ()) -> None:
+    """Training flags (generated from :class:`XorConfig`: its defaults, one flag per field,
+    except ``skip``) and, optionally, the backward-mode flags."""
+    config_flags(parser, XorConfig, skip=("spec", *skip), helps=_HELPS)
     if not spec_flags:
         return
     modes = parser.add_argument_group(
@@ -86,6 +88,11 @@ def spec_from_args(args: argparse.Namespace) -> BackwardSpec:
         if args.perturb is None or args.mode is None:
             raise ValueError("--perturb T and --mode MODE go together (and --p P optionally)")
         names = [t.strip() for t in args.perturb.split(",") if t.strip()]
+        if not names:
+            raise ValueError(f"--perturb {args.perturb!r} names no target; accepted: "
+                             f"{', '.join(TARGETS)}, all")
+        if len(set(names)) != len(names):
+            raise ValueError(f"--perturb {args.perturb!r} names a target twice")
         targets = list(TARGETS) if names == ["all"] else names
         for target in targets:
             check_choice(target, [*TARGETS, "all"], "--perturb target")
@@ -164,20 +171,19 @@ def run_main(argv: Sequence[str]) -> int:
     return run_command("xor", body)
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def _strs(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+_GRID_HELPS = {
+    "targets": "backward targets perturbed one at a time, or all (every target at once)",
+    "modes": "backward modes (flip and blend get one run per p)",
+    "ps": "flip probabilities / blend amounts",
+    "depths": "hidden layers",
+    "seeds": "seeds (the sub-seeds follow each, unless given explicitly)",
+    "include_exact": "also run the exact baselines",
+}
 
 
 def grid_parser(prog: str = "gradsurrogate xor-grid") -> argparse.ArgumentParser:
-    from .grid import DEFAULT_DEPTHS, DEFAULT_MODES, DEFAULT_PS, DEFAULT_SEEDS, DEFAULT_TARGETS
+    """Run settings from :class:`XorConfig`, grid axes from :class:`GridSpec`, run options."""
+    from .grid import GridSpec
 
     parser = argparse.ArgumentParser(
         prog=prog, allow_abbrev=False,
@@ -185,20 +191,17 @@ def grid_parser(prog: str = "gradsurrogate xor-grid") -> argparse.ArgumentParser
                     "finished runs; writes OUT/report.md and figures at the end. Sub-seeds "
                     "given with --data-seed/--init-seed/--noise-seed stay fixed in every run; "
                     "the others follow each of --seeds.")
-    add_config_flags(parser, spec_flags=False)
+    add_config_flags(parser, spec_flags=False, skip=("depth", "seed"))  # the grid's axes
     add_common_flags(parser, "runs/xor", PROJECT)
-    grid = parser.add_argument_group("grid")
-    grid.add_argument("--targets", type=_strs, default=list(DEFAULT_TARGETS))
-    grid.add_argument("--modes", type=_strs, default=list(DEFAULT_MODES))
-    grid.add_argument("--ps", type=_floats, default=list(DEFAULT_PS))
-    grid.add_argument("--depths", type=_ints, default=list(DEFAULT_DEPTHS))
-    grid.add_argument("--seeds", type=_ints, default=list(DEFAULT_SEEDS))
-    grid.add_argument(*flag_names("no_exact"), dest="no_exact", action="store_true",
-                      help="leave out the exact baselines")
-    grid.add_argument(*flag_names("max_group"), dest="max_group", type=int, default=256)
-    grid.add_argument("--sequential", action="store_true",
-                      help="one run at a time instead of vectorised ensembles")
-    grid.add_argument(*flag_names("no_report"), dest="no_report", action="store_true")
+    config_flags(parser, GridSpec, helps=_GRID_HELPS, title="grid (lists: a b or a,b)")
+    run = parser.add_argument_group("running")
+    run.add_argument(*flag_names("no_exact"), dest="include_exact", action="store_const",
+                     const=False, help="leave out the exact baselines")
+    run.add_argument(*flag_names("max_group"), dest="max_group", type=int, default=MAX_GROUP,
+                     help=f"most runs per vectorised ensemble (default: {MAX_GROUP})")
+    run.add_argument("--sequential", action="store_true",
+                     help="one run at a time instead of vectorised ensembles")
+    run.add_argument(*flag_names("no_report"), dest="no_report", action="store_true")
     return parser
 
 
@@ -206,7 +209,7 @@ def grid_main(argv: Sequence[str]) -> int:
     """``gradsurrogate xor-grid``: the default destroy grid (or a custom one), resumable."""
 
     def body() -> int:
-        from .grid import grid_configs, run_grid
+        from .grid import GridSpec, run_grid
 
         args = grid_parser().parse_args(list(argv))
         _resolve_common(args)
@@ -216,8 +219,7 @@ def grid_main(argv: Sequence[str]) -> int:
         base = xor_config(args, BackwardSpec())
         # sub-seeds given on the command line stay fixed over --seeds
         fixed = [name for name in SUB_SEEDS if getattr(args, name) is not None]
-        configs = grid_configs(base, args.targets, args.modes, args.ps, args.depths,
-                               args.seeds, include_exact=not args.no_exact, fixed_seeds=fixed)
+        configs = config_from_args(GridSpec, args).configs(base, fixed)
         with RunStore(args.out, part="xor") as store:  # writable + locked before training
             records = run_grid(configs, store, args.max_group, not args.sequential,
                                args.wandb, args.wandb_project)
@@ -258,7 +260,7 @@ def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> i
     _resolve_common(common)
     check_writable(Path(out) / "figures")
     with RunStore(out, part="xor") as store:
-        records = run_grid(configs, store, 256, True, common.wandb,
+        records = run_grid(configs, store, MAX_GROUP, True, common.wandb,
                            getattr(common, "wandb_project", None) or PROJECT)
         print(f"{len(records)} runs in {out}/results.jsonl")
         _print_summary(Path(out))

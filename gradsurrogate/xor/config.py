@@ -49,11 +49,13 @@ class XorConfig:
         for name in SUB_SEEDS:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.seed)
-        ints = {"depth": 1, "width": 1, "steps": 1, "batch_size": 0, "n_train": 1, "n_test": 1,
-                "seed": 0, "data_seed": 0, "init_seed": 0, "noise_seed": 0, "eval_every": 1,
-                "diag_every": 0}
-        for name, low in ints.items():
-            check_int(getattr(self, name), name, low)
+        # sizes beyond these ranges cannot run (memory, or years of steps): refused up front
+        ints = {"depth": (1, 1000), "width": (1, 1 << 20), "steps": (1, 10**9),
+                "batch_size": (0, 1 << 30), "n_train": (1, 1 << 30), "n_test": (1, 1 << 30),
+                "seed": (0, None), "data_seed": (0, None), "init_seed": (0, None),
+                "noise_seed": (0, None), "eval_every": (1, None), "diag_every": (0, None)}
+        for name, (low, high) in ints.items():
+            check_int(getattr(self, name), name, low, high)
         object.__setattr__(self, "lr", check_number(self.lr, "lr"))
         check_data_params(self.sigma, self.label_noise)
         object.__setattr__(self, "sigma", float(self.sigma))

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backward import TARGETS, BackwardSpec, make_mode
-from ..registry import check_choice, check_int
+from ..registry import check_choice, check_int, check_number
 from ..runs import RunStore
 from ..tracking import Tracker
 from .config import SUB_SEEDS, XorConfig
@@ -28,7 +28,7 @@ from .train import run_xor
 from .vectorised import run_ensemble
 
 __all__ = ["DEFAULT_DEPTHS", "DEFAULT_MODES", "DEFAULT_PS", "DEFAULT_SEEDS", "DEFAULT_TARGETS",
-           "default_grid", "grid_configs", "run_grid", "spec_for"]
+           "GridSpec", "default_grid", "grid_configs", "run_grid", "spec_for"]
 
 DEFAULT_TARGETS: tuple[str, ...] = (*TARGETS, "all")
 DEFAULT_MODES: tuple[str, ...] = ("sign", "flip")
@@ -36,6 +36,7 @@ DEFAULT_PS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.8, 1
 DEFAULT_DEPTHS: tuple[int, ...] = (2, 4)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 PARAMETRISED = ("flip", "blend")
+MAX_GROUP = 256  #: runs per vectorised ensemble by default
 
 
 def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
@@ -81,6 +82,46 @@ def grid_configs(base: XorConfig, targets: Sequence[str] = DEFAULT_TARGETS,
     return list(out.values())
 
 
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+    """The axes of a grid (the ``xor-grid`` flags are generated from these fields):
+    targets (backward targets or ``all``) × modes × ps (for flip/blend) × depths × seeds, plus
+    the exact baselines when ``include_exact``. Validated on construction."""
+
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    modes: tuple[str, ...] = DEFAULT_MODES
+    ps: tuple[float, ...] = DEFAULT_PS
+    depths: tuple[int, ...] = DEFAULT_DEPTHS
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    include_exact: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "modes", "ps", "depths", "seeds"):
+            values = tuple(getattr(self, name))
+            if not values and name != "ps":
+                raise ValueError(f"the grid needs at least one value in {name}")
+            object.__setattr__(self, name, values)
+        for target in self.targets:
+            check_choice(target, DEFAULT_TARGETS, "grid target")
+        for p in self.ps:
+            check_number(p, "p (in ps)", low=0.0, high=1.0, low_open=False)
+        for mode in self.modes:
+            for p in self.ps if mode.strip().lower() in PARAMETRISED else (None,):
+                make_mode(mode, p, TARGETS[0] if mode != "random" else "weight")
+        if any(m.strip().lower() in PARAMETRISED for m in self.modes) and not self.ps:
+            raise ValueError("flip/blend modes need at least one value in ps")
+        for depth in self.depths:
+            check_int(depth, "depth", 1, 1000)
+        for seed in self.seeds:
+            check_int(seed, "seed", 0)
+
+    def configs(self, base: XorConfig, fixed_seeds: Iterable[str] | None = None
+                ) -> list[XorConfig]:
+        """:func:`grid_configs` of these axes on top of ``base``."""
+        return grid_configs(base, self.targets, self.modes, self.ps, self.depths, self.seeds,
+                            self.include_exact, fixed_seeds)
+
+
 def default_grid(base: XorConfig | None = None) -> list[XorConfig]:
     """The destroy experiment: every target and all together × {sign, flip p ∈ DEFAULT_PS}
     × depths {2, 4} × seeds {0, 1, 2}, plus exact baselines (336 runs)."""
@@ -99,7 +140,8 @@ def chunk_configs(configs: list[XorConfig], max_group: int) -> list[list[XorConf
     return out
 
 
-def run_grid(configs: Sequence[XorConfig], out_dir: str | Path | RunStore, max_group: int = 256,
+def run_grid(configs: Sequence[XorConfig], out_dir: str | Path | RunStore,
+             max_group: int = MAX_GROUP,
              vectorised: bool = True, wandb: str | None = "disabled",
              project: str = "gradsurrogate-xor", progress: bool | None = None,
              device: torch.device | str | None = None, dtype: torch.dtype | None = None,
