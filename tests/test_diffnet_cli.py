@@ -16,11 +16,19 @@ import pytest
 import torch
 import yaml
 
+from gradsurrogate.cli import main as gradsurrogate_main
 from gradsurrogate.diffnet import ExperimentConfig, train_one
 from gradsurrogate.diffnet import experiment as experiment_mod
-from gradsurrogate.diffnet.cli import build_parser, configs_from_args, main, run_sweep
+from gradsurrogate.diffnet.cli import (
+    build_parser,
+    configs_from_args,
+    main,
+    report_main,
+    run_sweep,
+)
 from gradsurrogate.diffnet.config import run_config
 from gradsurrogate.diffnet.store import run_stem
+from gradsurrogate.runs import RunStore
 
 TINY = ["--problem", "sin1d", "--activations", "tanh", "--width", "8", "--n-train", "512",
         "--epochs", "2", "--no-figures", "--wandb", "disabled"]
@@ -37,8 +45,12 @@ def resolved(argv: list[str]) -> ExperimentConfig:
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--epochs", "0"], "epochs must be an integer >= 1; got 0"),
-    (["--epochs", "-1"], "epochs must be an integer >= 1; got -1"),
+    (["--epochs", "0"], "epochs must be an integer in [1, 1000000]; got 0"),
+    (["--epochs", "-1"], "epochs must be an integer in [1, 1000000]; got -1"),
+    (["--epochs", "100000000000000"],
+     "epochs must be an integer in [1, 1000000]; got 100000000000000"),
+    (["--n-train", "1000000000000"],
+     "n_train must be an integer in [1, 100000000]; got 1000000000000"),
     (["--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
     (["--width", "0"], "width must be an integer >= 1; got 0"),
     (["--depth", "0"], "depth must be an integer >= 1; got 0"),
@@ -46,7 +58,7 @@ def resolved(argv: list[str]) -> ExperimentConfig:
     (["--eval-every", "-1"], "eval_every must be an integer >= 0; got -1"),
     (["--seed", "-1"], "seed must be an integer >= 0; got -1"),
     (["--n-train", "100"], "n_train (100) must be at least batch (256)"),
-    (["--n_train=0"], "n_train must be an integer >= 1; got 0"),
+    (["--n_train=0"], "n_train must be an integer in [1, 100000000]; got 0"),
     (["--batch", "0"], "batch must be an integer >= 1; got 0"),
     (["--lr", "0"], "lr must be a finite number in (0, "),
     (["--lr", "-1"], "got -1.0"),
@@ -59,7 +71,7 @@ def resolved(argv: list[str]) -> ExperimentConfig:
     (["--gain-hidden", "-1"], "gain_hidden must be a finite number in (0, "),
     (["--weight-decay", "-1"], "weight_decay must be a finite number in [0, "),
     (["--noise", "inf"], "noise must be a finite number in [0, "),
-    (["--threads", "-1"], "--threads must be an integer >= 0; got -1"),
+    (["--threads", "-1"], "--threads must be an integer in [0, 4096]; got -1"),
     (["--activations", "swish"], "unknown activation 'swish'; accepted: linear, relu"),
     (["--activations", "tanh,tanh"], "activations list tanh more than once"),
     (["--problem", "sin3d"], "unknown problem 'sin3d'; accepted: sin1d, cossin2d, all"),
@@ -100,6 +112,8 @@ def test_config_is_validated_once_and_normalised() -> None:
                 {"activations": ()}, {"amsgrad": "yes"}, {"depth": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ExperimentConfig(**bad)
+    with pytest.raises(ValueError, match=r"^losses must be a non-empty list of names; got \(\)"):
+        ExperimentConfig(losses=())
     a = ExperimentConfig(activations=["TanH", "relu"], losses=["type1"], lr=1)
     assert a.activations == ("tanh", "relu") and a.losses == ("type1",)
     assert a.lr == 1.0 and isinstance(a.lr, float)
@@ -109,15 +123,17 @@ def test_config_is_validated_once_and_normalised() -> None:
 def test_nan_loss_from_epoch_one_is_recorded_diverged(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     """lr 1e30: every loss is non-finite in epoch 1; the run stops there, is recorded as
-    diverged, no arrays are stored, the table says diverged@1, exit 0; a rerun reuses it."""
+    diverged at diverged_step 0 (0-based epoch index: no epoch completed before it), no arrays
+    are stored, the table says diverged@1 (1-based epoch), exit 0; a rerun reuses it."""
     out = tmp_path / "out"
     assert main([*TINY, "--epochs", "3", "--lr", "1e30", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "diverged@1" in printed and not re.search(r"\bnan\b", printed, re.IGNORECASE)
     assert "1 run(s) diverged" in printed
+    assert "sin1d/tanh type1 after 0 epoch(s), type2 after 0 epoch(s)" in printed
     (rec,) = records(out)
-    assert rec["diverged"] is True and rec["diverged_step"] == 1 and rec["epochs_run"] == 1
-    assert rec["diverged_losses"] == {"type1": 1, "type2": 1, "hessian": 1}
+    assert rec["diverged"] is True and rec["diverged_step"] == 0 and rec["epochs_run"] == 1
+    assert rec["diverged_losses"] == {"type1": 0, "type2": 0, "hessian": 0}
     assert rec["file"] is None and rec["mse"] == {}
     assert rec["config"]["lr"] == 1e30
     assert not list(out.glob("*.npz")) and not list(out.glob("*.ckpt.pt"))
@@ -128,9 +144,9 @@ def test_nan_loss_from_epoch_one_is_recorded_diverged(tmp_path: Path,
 def test_one_diverging_member_leaves_the_others_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A NaN loss of the Type 2 member from its first batch: it is recorded diverged@1 and
-    left out of the stored arrays; the other members (same ensemble) end bitwise where they
-    end without it."""
+    """A NaN loss of the Type 2 member from its first batch: it is recorded with
+    diverged_step 0 (shown diverged@1) and left out of the stored arrays; the other members
+    (same ensemble) end bitwise where they end without it."""
     cfg = resolved(TINY)
     clean = train_one(cfg, "tanh")
     real = experiment_mod.member_losses
@@ -144,7 +160,7 @@ def test_one_diverging_member_leaves_the_others_unchanged(
     out = tmp_path / "out"
     assert main([*TINY, "--out", str(out)]) == 0
     (rec,) = records(out)
-    assert rec["diverged_losses"] == {"type2": 1} and rec["diverged_step"] == 1
+    assert rec["diverged_losses"] == {"type2": 0} and rec["diverged_step"] == 0
     assert set(rec["mse"]) == {"type1", "hessian"} and rec["epochs_run"] == 2
     with np.load(out / rec["file"]) as stored:
         assert list(stored["losses"]) == ["type1", "hessian"]
@@ -154,6 +170,29 @@ def test_one_diverging_member_leaves_the_others_unchanged(
         np.testing.assert_array_equal(stored["train_loss"], clean["train_loss"][:, [0, 2]])
     table = (out / "table.md").read_text()
     assert "diverged@1" in table and f"{clean['mse'][0, 0]:.3e}" in table
+
+
+def test_non_finite_parameters_after_the_last_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Every training loss finite, the final test outputs not (as when the last update leaves
+    non-finite parameters): diverged_step = the number of epochs run (2), shown
+    diverged@end, no arrays stored, exit 0."""
+    real = experiment_mod.evaluate_mse
+
+    def poisoned(net: object, test: dict) -> dict:
+        return {k: v * np.nan for k, v in real(net, test).items()}
+
+    monkeypatch.setattr(experiment_mod, "evaluate_mse", poisoned)
+    out = tmp_path / "out"
+    assert main([*TINY, "--losses", "type1", "--out", str(out)]) == 0
+    (rec,) = records(out)
+    assert rec["diverged"] is True and rec["diverged_step"] == 2 and rec["epochs_run"] == 2
+    assert rec["diverged_losses"] == {"type1": 2} and rec["file"] is None
+    assert rec["mse"] == {} and rec["final_train_loss"] == {}  # kept variants only: none
+    table = (out / "table.md").read_text()
+    assert "diverged@end" in table and "Type 1 Loss / TanH after the last epoch" in table
+    capsys.readouterr()
 
 
 def test_damaged_npz_and_checkpoint_are_named_and_restart_recovers(
@@ -268,10 +307,9 @@ def test_run_sweep(tmp_path: Path) -> None:
 def test_one_writer_per_folder_and_subfolders_merge(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     """A second process on a busy --out exits 2 before training; parallel processes use
-    their own subfolders and the parent's report (no lock: it may run while they write)
-    merges them into one table."""
-    from gradsurrogate.runs import RunStore
-
+    their own subfolders (each locked by its writer) and the parent's report merges them
+    into one table. The report locks the parent (busy: exit 2), except
+    --include-unfinished, which is meant to run while runs write."""
     with RunStore(tmp_path):
         assert main([*TINY, "--out", str(tmp_path)]) == 2
     assert "in use by another gradsurrogate process" in capsys.readouterr().err
@@ -280,11 +318,48 @@ def test_one_writer_per_folder_and_subfolders_merge(tmp_path: Path,
         argv = [*TINY, "--activations", act, "--losses", "type1"]
         assert main([*argv, "--out", str(tmp_path / act)]) == 0
     capsys.readouterr()
-    with RunStore(tmp_path):  # a report reads while a writer holds the folder
-        assert main(["--report-only", "--problem", "sin1d", "--no-figures",
-                     "--out", str(tmp_path)]) == 0
+    report = ["--report-only", "--problem", "sin1d", "--no-figures", "--out", str(tmp_path)]
+    with RunStore(tmp_path / "tanh"), RunStore(tmp_path / "relu"):  # runs write subfolders
+        assert main(report) == 0
+    with RunStore(tmp_path):  # another process writes the parent itself
+        assert main(report) == 2
+        assert "in use by another gradsurrogate process" in capsys.readouterr().err
+        assert main([*report, "--include-unfinished"]) == 0  # no lock
     table = (tmp_path / "table.md").read_text()
     assert "Type 1 Loss / ReLu | Type 1 Loss / TanH |" in table
     assert table.count("### ") == 1  # one setting, one table
     for act in ("tanh", "relu"):
         assert f"{records(tmp_path / act)[0]['mse']['type1']['df']:.3e}" in table
+
+
+def test_report_command_rebuilds_a_diffnet_folder(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """`gradsurrogate report DIR` on a folder diffnet wrote = `diffnet --report-only --out
+    DIR`: the same table.md (up to its Command line); exit 2 naming a folder without diffnet
+    results."""
+    out = tmp_path / "out"
+    assert main([*TINY, "--out", str(out)]) == 0
+    (rec,) = records(out)
+    assert main(["--report-only", "--no-figures", "--out", str(out)]) == 0
+    via_flag = (out / "table.md").read_text()
+    (out / "table.md").unlink()
+    capsys.readouterr()
+    assert gradsurrogate_main(["report", str(out), "--no-figures"]) == 0
+    via_report = (out / "table.md").read_text()
+    assert via_report.startswith(f"Command: `gradsurrogate report {out} --no-figures`")
+    assert via_report.split("\n", 1)[1] == via_flag.split("\n", 1)[1]
+    assert f"{rec['mse']['type1']['f']:.3e}" in via_report
+    assert gradsurrogate_main(["report", str(out)]) == 0  # figures too
+    assert (out / "sin1d_tanh.png").stat().st_size > 0
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--report-only", "--out", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert f"gradsurrogate diffnet: error: no diffnet results in '{empty}'" in err
+    assert not (empty / "table.md").exists()
+    (empty / "results.jsonl").write_text("")
+    (empty / ".gradsurrogate-part").write_text("restore\n")  # another part's folder
+    assert report_main([str(empty)]) == 2
+    assert f"gradsurrogate report: error: no diffnet results in '{empty}' (written by " \
+        "'restore')" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from gradsurrogate.restore import (
     NonFiniteLossError,
     RestoreConfig,
     RestoreProblem,
+    build_surrogate,
     directional_change,
     equations,
     least_squares_jacobian,
@@ -163,14 +164,23 @@ def test_probe_budget_replays_stored_probes() -> None:
 def test_nonfinite_loss_raises_or_stops() -> None:
     p = linear_problem(4, 4, seed=0)
     cfg = cfg_for(p, dim_sample=4, loss="mse", epochs=200, lr=1e30, optimizer="sgd")
-    with pytest.raises(NonFiniteLossError, match=r"non-finite restoration loss .* at step 2 "):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite restoration loss .* at step 1 "):
         restore(p, make_surrogate("structured", 4, 4), cfg, progress=False)
     res = restore(p, make_surrogate("structured", 4, 4), cfg, progress=False,
                   on_nonfinite="stop")
-    # step 1's update (lr 1e30) blows B up; step 2's loss is inf
-    assert res.status == "diverged" and res.diverged and res.diverged_step == 2
+    # step 0's update (lr 1e30) blows B up; step 1's loss is inf: 0-based index 1, i.e. one
+    # update applied before it
+    assert res.status == "diverged" and res.diverged and res.diverged_step == 1
     assert len(res.history) == 2 and math.isnan(res.final["loss"])
     assert math.isfinite(res.history[0]["loss"]) and not math.isfinite(res.history[1]["loss"])
+    # the one and only update overflows B (lr near the float32 maximum): every loss was
+    # finite, the parameters are not -> diverged_step = the number of steps (1)
+    last = cfg_for(p, dim_sample=4, loss="mse", epochs=1, lr=3e38, optimizer="sgd")
+    with pytest.raises(NonFiniteLossError, match=r"parameters after the last update \(1 steps"):
+        restore(p, build_surrogate(last), last, progress=False)
+    res = restore(p, build_surrogate(last), last, progress=False, on_nonfinite="stop")
+    assert res.diverged and res.diverged_step == 1 and len(res.history) == 1
+    assert math.isfinite(res.history[0]["loss"])
 
 
 def test_least_squares_reaches_the_information_limit() -> None:

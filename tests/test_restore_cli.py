@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from gradsurrogate.cli import main as gradsurrogate_main
 from gradsurrogate.cli import report_main as generic_report
 from gradsurrogate.restore import RestoreConfig, report_table, run_restore
-from gradsurrogate.restore.cli import main, parse_config, run_sweep
-from gradsurrogate.runs import run_id
+from gradsurrogate.restore.cli import build_parser, main, parse_config, run_sweep
+from gradsurrogate.runs import RunStore, run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dim-in", "4", "--dim-out", "3", "--dim-sample", "2", "--epochs", "3",
@@ -39,14 +40,18 @@ BAD = [
     (["--lr", "0"], "lr must be a finite number in (0, 3.4e+38]; got 0.0"),
     (["--dim-in", "4", "--dim-sample", "5"], "dim_sample=5 is out of range"),
     (["--epochs", "foo"], "epochs must be a positive integer or 'auto'; got 'foo'"),
-    (["--epochs", "0"], "epochs must be an integer >= 1; got 0"),
+    (["--epochs", "0"], "epochs must be an integer in [1, 1000000000]; got 0"),
     (["--lr", "foo"], "argument --lr: invalid float value: 'foo'"),
     (["--initial-messup", "inf"], "initial_messup must be a finite number"),
     (["--target-cosine", "nan"], "target_cosine must be a finite number in [-1, 1]; got nan"),
     (["--fd-step", "-1"], "fd_step must be a finite number in (0, 3.4e+38]; got -1.0"),
     (["--target", "adjoint"], "unknown target 'adjoint'; accepted: jvp, fd, integral"),
     (["--width", "8"], "width=8 applies to the mlp and loglinexp surrogates"),
-    (["--threads", "-1"], "--threads must be an integer >= 0; got -1"),
+    (["--threads", "-1"], "--threads must be an integer in [0, 4096]; got -1"),
+    (["--loss", "log_mse:nan"], "bad loss 'log_mse:nan': loss 'mse' takes no parameter"),
+    (["--epochs", "1000000001"], "epochs must be an integer in [1, 1000000000]; got 1000000001"),
+    (["--epoch-scale", "1e30"], "epochs 'auto' = ceil(epoch_scale*dim_in*dim_out/dim_sample) = "
+                                "6.4e+31 (epoch_scale=1e+30) is more than 1e+09"),
 ]
 
 
@@ -71,6 +76,9 @@ def test_bad_values_exit_2_naming_the_value(tmp_path: Path, capsys, argv: list[s
     ({"epochs": "foo"}, "got 'foo'"),
     ({"epoch_scale": math.inf}, "epoch_scale must be a finite number"),
     ({"seed": -1}, "seed must be an integer >= 0; got -1"),
+    ({"loss": "log_gensim:2.5"}, "bad loss 'log_gensim:2.5': loss 'gensim': exponent a"),
+    ({"epoch_scale": 1e30}, "= 6.4e+31 (epoch_scale=1e+30) is more than 1e+09; lower"),
+    ({"epochs": 10**9 + 1}, "epochs must be an integer in [1, 1000000000]"),
 ])
 def test_python_entry_points_raise_value_error(settings: dict, message: str) -> None:
     with pytest.raises(ValueError) as err:
@@ -101,7 +109,7 @@ def test_config_is_the_one_source_of_settings() -> None:
 def test_run_records_are_strict_json_and_resume(tmp_path: Path, capsys) -> None:
     assert main([*TINY, "--out", str(tmp_path)]) == 0
     assert main([*TINY, "--out", str(tmp_path)]) == 0
-    assert "skipping (--force to rerun)" in capsys.readouterr().out
+    assert "skipping (--restart to rerun)" in capsys.readouterr().out
     (rec,) = strict_lines(tmp_path / "results.jsonl")  # resumed: still one record
     assert rec["run_id"] == run_id(TINY_CFG) and rec["config"] == TINY_CFG.to_dict()
     assert rec["status"] == "done" and rec["diverged"] is False and rec["diverged_step"] is None
@@ -113,27 +121,34 @@ def test_run_records_are_strict_json_and_resume(tmp_path: Path, capsys) -> None:
     assert rec["run_id"] in (tmp_path / "report.md").read_text()
     assert generic_report([str(tmp_path)]) == 0  # the folder is marked as restore's
     assert f"| {rec['run_id']} |" in capsys.readouterr().out
-    # the Python entry point resumes from the same store; --force reruns to the same numbers
+    # the Python entry point resumes from the same store; --restart reruns to the same
+    # numbers (--force: its hidden earlier name)
     assert run_restore(TINY_CFG, tmp_path, echo=None) == rec
+    assert main([*TINY, "--out", str(tmp_path), "--restart"]) == 0
     assert main([*TINY, "--out", str(tmp_path), "--force"]) == 0
-    first, again = strict_lines(tmp_path / "results.jsonl")
+    first, again, third = strict_lines(tmp_path / "results.jsonl")
     for key in ("run_id", "config", "final_cosine", "final_rel_error", "final_loss"):
-        assert again[key] == first[key]
+        assert again[key] == first[key] == third[key]
+    assert "--restart" in build_parser().format_help()
+    assert "--force" not in build_parser().format_help()
 
 
 def test_diverging_run_is_recorded_as_diverged(tmp_path: Path, capsys) -> None:
-    assert main([*TINY, *DIVERGING, "--out", str(tmp_path)]) == 1
+    """lr 1e30: step 0's update blows B up, step 1's loss is inf. The run stops, exits 0 (as
+    in every part) with a message, and records diverged_step 1 (0-based = 1 update applied)."""
+    assert main([*TINY, *DIVERGING, "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    assert "diverged: non-finite loss at step 2" in err and "Traceback" not in err
+    assert "diverged: non-finite loss or parameters at step 1 (0-based: after 1 update(s))" \
+        in err and "Traceback" not in err
     (rec,) = strict_lines(tmp_path / "results.jsonl")
     assert rec["status"] == "diverged" and rec["diverged"] is True
-    assert rec["diverged_step"] == 2 and rec["epochs_run"] == 2  # stopped, not 50 epochs
+    assert rec["diverged_step"] == 1 and rec["epochs_run"] == 2  # stopped, not 50 epochs
     assert rec["final_loss"] is None and rec["config"]["lr"] == 1e30
     history = strict_lines(tmp_path / "history" / f"{rec['run_id']}.json")[0]
     assert history[0]["loss"] > 0 and history[-1]["loss"] is None
     assert "1 diverged" in (tmp_path / "report.md").read_text()
     # a diverged run is finished: a rerun skips it (and still reports it)
-    assert main([*TINY, *DIVERGING, "--out", str(tmp_path)]) == 1
+    assert main([*TINY, *DIVERGING, "--out", str(tmp_path)]) == 0
     assert len(strict_lines(tmp_path / "results.jsonl")) == 1
 
 
@@ -217,3 +232,29 @@ def test_report_table_lists_varying_settings() -> None:
     assert lines[0].startswith("| run_id | seed | status | final_cosine |")
     assert lines[2].startswith("| a | 0 | done | 0.2500 |") and "| b | 3 | diverged |" in lines[3]
     assert lines[3].endswith("| 7 |")
+
+
+def test_report_command_rebuilds_a_restore_folder(tmp_path: Path, capsys) -> None:
+    """`gradsurrogate report DIR` on a folder restore wrote: rewrites report.md under the
+    folder lock (busy: exit 2); a folder without restore results: exit 2, named."""
+    out = tmp_path / "runs"
+    assert main([*TINY, "--out", str(out)]) == 0
+    (rec,) = strict_lines(out / "results.jsonl")
+    (out / "report.md").unlink()
+    capsys.readouterr()
+    assert gradsurrogate_main(["report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (out / "report.md").read_text()
+    assert printed.startswith("# Jacobian restoration: 1 run(s)") and f"| {rec['run_id']} |" \
+        in printed
+    with RunStore(out):  # a run is writing the folder
+        assert gradsurrogate_main(["report", str(out)]) == 2
+    assert "gradsurrogate report: error:" in capsys.readouterr().err
+    (out / "results.jsonl").unlink()
+    assert gradsurrogate_main(["report", str(out)]) == 2
+    assert f"no restore results in '{out}' (no results.jsonl)" in capsys.readouterr().err
+
+
+def test_help_shows_the_declared_epochs_default() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert "stored resolved (default: auto)" in text

@@ -115,8 +115,10 @@ def test_registry_and_errors() -> None:
         get_loss("gensim:2.5")
     with pytest.raises(ValueError, match="cannot read parameter 'abc'"):
         get_loss("gensim:abc")
-    with pytest.raises(ValueError, match="takes no parameter"):
+    with pytest.raises(ValueError, match=r"^bad loss 'mse:3': loss 'mse' takes no parameter"):
         get_loss("mse:3")
+    with pytest.raises(ValueError, match=r"^bad loss 'log_mse:nan': loss 'mse' takes no param"):
+        get_loss("log_mse:nan")  # the spec as given, not the inner 'mse:nan'
     with pytest.raises(ValueError, match=r"unknown loss 'log_huber'; accepted: mse, .*log_mse"):
         get_loss("log_huber")
     with pytest.raises(ValueError, match=r"loss 'gated': parameter must be finite; got 'inf'"):

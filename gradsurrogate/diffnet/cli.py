@@ -6,7 +6,15 @@ reference's numbers) and one PNG per problem × activation. Defaults are the ref
 setting; ``--recipe tuned`` swaps its AMSGrad at constant lr for plain Adam with a
 cosine-annealed lr; ``--quick`` is a CI-sized run; single flags override both. A run whose
 loss stops being finite is stopped and reported as ``diverged@EPOCH`` (exit status 0).
-Bad values exit 2 with ``gradsurrogate diffnet: error: ...``.
+Bad values exit 2 with ``gradsurrogate diffnet: error: ...``. ``--restart`` retrains stored
+runs. ``gradsurrogate report DIR`` = ``gradsurrogate diffnet --report-only --out DIR``
+(:func:`report_main`).
+
+Locks: training and reports hold ``--out``'s folder lock (a busy folder exits 2), except
+``--report-only --include-unfinished``, which is for watching runs that are training right
+now (in ``--out`` or its subfolders): it takes no lock, reads their checkpoints and replaces
+``table.md`` and the figures atomically. Parallel runs should each write their own subfolder
+of ``--out``; the report of the parent merges them.
 
     gradsurrogate diffnet --problem all --out runs/diffnet
     gradsurrogate diffnet --problem all --recipe tuned --out runs/diffnet_tuned
@@ -19,9 +27,11 @@ import argparse
 import dataclasses
 import shlex
 import sys
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
 
 from gradsurrogate.cli import (
+    RaisingParser,
     add_common_flags,
     config_flags,
     config_from_args,
@@ -32,12 +42,12 @@ from gradsurrogate.cli import (
 )
 from gradsurrogate.diffnet.config import RECIPES, ExperimentConfig
 from gradsurrogate.diffnet.problems import DIFFNET_PROBLEMS
-from gradsurrogate.diffnet.store import run_experiment
+from gradsurrogate.diffnet.store import PART, run_experiment
 from gradsurrogate.registry import check_choice
-from gradsurrogate.runs import RunStore, check_writable
+from gradsurrogate.runs import RESULTS, RunStore, check_writable, read_part
 from gradsurrogate.tracking import Tracker
 
-__all__ = ["build_parser", "configs_from_args", "main", "run_sweep"]
+__all__ = ["build_parser", "configs_from_args", "main", "report_main", "run_sweep"]
 
 _SWITCHES = {
     "quick": "CI-sized run (width 32, 1,024 samples, 3 epochs); single flags override it",
@@ -47,13 +57,6 @@ _SWITCHES = {
     "include_unfinished": "also report unfinished runs from their checkpoints (marked)",
     "no_figures": "write table.md only",
 }
-
-
-class _LineParser(argparse.ArgumentParser):
-    """A parser whose errors are ``ValueError`` (for sweep lines)."""
-
-    def error(self, message: str) -> Any:
-        raise ValueError(message)
 
 
 def build_parser(cls: type[argparse.ArgumentParser] = argparse.ArgumentParser
@@ -119,32 +122,91 @@ def _report(out: str, problems: list[str], args: argparse.Namespace, command: st
 
     print(write_report(out, problems, figures=not args.no_figures, command=command,
                        include_checkpoints=args.include_unfinished))
-    bad = [f"{r['problem']}/{r['activation']} " + ", ".join(
-        f"{loss}@{e}" for loss, e in r["diverged_losses"].items()) for r in records
-        if r["diverged"]]
+    bad = [f"{r['problem']}/{r['activation']} " + ", ".join(  # e: 0-based diverged_step
+        f"{loss} after {e} epoch(s)" for loss, e in r["diverged_losses"].items())
+        for r in records if r["diverged"]]
     if bad:
         print(f"{len(bad)} run(s) diverged (loss not finite; stopped, recorded in "
               f"{out}/results.jsonl, no arrays stored): {'; '.join(bad)}")
 
 
+def _has_results(out: Path, problems: list[str], checkpoints: bool) -> bool:
+    """Whether ``out`` or a direct subfolder holds diffnet results of ``problems``
+    (``results.jsonl``, stored ``.npz`` files, with ``checkpoints`` also ``.ckpt.pt``)."""
+    if not out.is_dir():
+        return False
+    patterns = [f"{p}_*.npz" for p in problems]
+    patterns += [f"{p}_*.ckpt.pt" for p in problems] if checkpoints else []
+    for folder in [out, *(p for p in out.iterdir() if p.is_dir())]:
+        if read_part(folder) not in (None, PART):
+            continue
+        if (folder / RESULTS).is_file() or any(next(folder.glob(g), None) for g in patterns):
+            return True
+    return False
+
+
+def _report_only(out: str, problems: list[str], args: argparse.Namespace,
+                 command: str) -> int:
+    """Rebuild ``table.md`` and the figures of ``out`` from its stored runs (see the module
+    docstring for the lock); ``ValueError`` for a folder without diffnet results."""
+    part = read_part(out)
+    if part not in (None, PART) or not _has_results(Path(out), problems,
+                                                    args.include_unfinished):
+        raise ValueError(f"no diffnet results in {out!r} ("
+                         + (f"written by {part!r})" if part not in (None, PART) else
+                            f"no {RESULTS}, stored .npz or checkpoint of "
+                            f"{', '.join(problems)}); train there first: gradsurrogate "
+                            f"diffnet --out {out}"))
+    if args.include_unfinished:  # no lock: meant to run while training writes the folder
+        check_writable(out)
+        _report(out, problems, args, command, [])
+        return 0
+    with RunStore(out, part=PART):  # busy (a run is writing it): StoreBusyError, exit 2
+        _report(out, problems, args, command, [])
+    return 0
+
+
 def _body(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     problems, command = _problems(args), "gradsurrogate diffnet " + shlex.join(argv)
-    if args.report_only:  # no lock: reports a folder (and its subfolders) while runs write
-        check_writable(args.out)
-        _report(args.out, problems, args, command, [])
-        return 0
+    if args.report_only:
+        return _report_only(args.out, problems, args, command)
     cfgs = configs_from_args(args)
     set_threads(args.threads)
-    with RunStore(args.out) as store:  # --out writable and ours before any training
+    with RunStore(args.out, part=PART) as store:  # --out writable and ours before training
         _report(args.out, problems, args, command, _train(cfgs, store, args, args))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0, or 2 for a bad value)."""
+    """Entry point; returns the exit status (0, also when a run diverged: recorded and
+    reported; 2 for a bad value or a busy / unwritable ``--out``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     return run_command("diffnet", lambda: _body(argv))
+
+
+def report_main(argv: Sequence[str]) -> int:
+    """``gradsurrogate report DIR [--problem P] [--include-unfinished] [--no-figures]``:
+    rebuild DIR's ``table.md`` and figures, as ``gradsurrogate diffnet --report-only --out
+    DIR``; exit 2 for a folder without diffnet results or a busy one."""
+
+    def body() -> int:
+        parser = argparse.ArgumentParser(
+            prog="gradsurrogate report", allow_abbrev=False,
+            description="Rebuild DIR/table.md and figures from DIR's stored diffnet runs "
+                        "(= gradsurrogate diffnet --report-only --out DIR)")
+        parser.add_argument("dir", help="a folder written by gradsurrogate diffnet")
+        parser.add_argument("--problem", default="all",
+                            help=f"{', '.join(DIFFNET_PROBLEMS)} or all (default: all)")
+        for name in ("include_unfinished", "no_figures"):
+            parser.add_argument(*flag_names(name), dest=name, nargs="?", const=True,
+                                default=False, type=parse_bool, metavar="BOOL",
+                                help=_SWITCHES[name])
+        args = parser.parse_args(list(argv))
+        return _report_only(args.dir, _problems(args), args,
+                            "gradsurrogate report " + shlex.join(argv))
+
+    return run_command("report", body)
 
 
 def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> int:
@@ -154,7 +216,7 @@ def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> i
     plans = []
     for i, line in enumerate(argvs, 1):
         try:
-            args = build_parser(_LineParser).parse_args(line)
+            args = build_parser(RaisingParser).parse_args(line)
             if args.report_only:
                 raise ValueError("--report-only is not a sweep parameter")
             plans.append((args, configs_from_args(args)))
@@ -162,7 +224,7 @@ def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> i
             raise ValueError(f"sweep line {i} ({shlex.join(line)}): {err}") from None
     set_threads(common.threads)
     problems = list(dict.fromkeys(c.problem for _, cfgs in plans for c in cfgs))
-    with RunStore(out) as store:
+    with RunStore(out, part=PART) as store:
         records = [r for args, cfgs in plans for r in _train(cfgs, store, args, common)]
         opts = argparse.Namespace(no_figures=any(a.no_figures for a, _ in plans),
                                   include_unfinished=False)

@@ -17,7 +17,8 @@ from gradsurrogate.diffnet.problems import DIFFNET_PROBLEMS
 from gradsurrogate.registry import check_choice, check_int, check_number, lookup
 
 __all__ = [
-    "DIFFNET_LOSSES", "DTYPES", "HIDDEN_LRS", "LR_SCHEDULES", "METRIC_KEYS", "RECIPES",
+    "DIFFNET_LOSSES", "DTYPES", "HIDDEN_LRS", "LR_SCHEDULES", "MAX_EPOCHS", "MAX_TRAIN",
+    "METRIC_KEYS", "RECIPES",
     "ExperimentConfig", "config_from", "eval_epochs", "lr_at", "parse_settings", "run_config",
     "settings_match", "settings_text",
 ]
@@ -27,27 +28,32 @@ METRIC_KEYS = ("f", "df", "d2f")  # the three test MSEs, in the order of ``mse[.
 LR_SCHEDULES = ("constant", "cosine")
 HIDDEN_LRS = ("same", "fan_in", "freq")
 DTYPES = ("float32", "float64")
+MAX_EPOCHS = 10**6  # the loss history (epochs, losses) is allocated up front
+MAX_TRAIN = 10**8  # the training set (n_train, 1 + n + n²) is made up front
 
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-def _names(value: Any, what: str, check: Any) -> tuple[str, ...]:
-    """A non-empty tuple of distinct names, each normalised by ``check``."""
+def _names(value: Any, field_name: str, check: Any) -> tuple[str, ...]:
+    """A non-empty tuple of distinct names (field ``field_name``), each normalised by
+    ``check``."""
     items = (value,) if isinstance(value, str) else value
     if not isinstance(items, (tuple, list)) or not items:
-        raise ValueError(f"{what}s must be a non-empty list of names; got {value!r}")
+        raise ValueError(f"{field_name} must be a non-empty list of names; got {value!r}")
     names = tuple(check(v) for v in items)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"{what}s list {', '.join(twice)} more than once: {list(items)!r}")
+        raise ValueError(f"{field_name} list {', '.join(twice)} more than once: "
+                         f"{list(items)!r}")
     return names
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Defaults = the reference's setting (FACTS.md); ``quick()`` gives a CI-sized run.
+    """Defaults = the reference's published setting (see docs/diffnet.md); ``quick()`` gives
+    a CI-sized run.
 
     Validated once here: a bad value raises ``ValueError`` naming it and the accepted ones.
     Names are normalised (activations lower-case), numbers made ``float``, lists ``tuple``.
@@ -64,8 +70,9 @@ class ExperimentConfig:
         "hidden layers (None: the problem's reference depth, 1-d 1, 2-d 2)"))
     gain_hidden: float | None = field(default=None, metadata=_help(
         "xavier gain of the hidden layers, > 0 (None: √2, or √2/ω if periodic)"))
-    n_train: int = field(default=25_600, metadata=_help("training samples (>= batch)"))
-    epochs: int = field(default=500, metadata=_help("training epochs (>= 1)"))
+    n_train: int = field(default=25_600, metadata=_help("training samples (>= batch, "
+                                                        "<= 1e8)"))
+    epochs: int = field(default=500, metadata=_help("training epochs (1 to 1e6)"))
     batch: int = field(default=256, metadata=_help("minibatch size"))
     lr: float = field(default=1e-3, metadata=_help("initial learning rate (finite, > 0)"))
     weight_decay: float = field(default=1e-6, metadata=_help("Adam weight decay (>= 0)"))
@@ -89,13 +96,16 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)
         check_choice(self.problem, DIFFNET_PROBLEMS, "problem")
-        put("activations", _names(self.activations, "activation",
+        put("activations", _names(self.activations, "activations",
                                   lambda a: lookup(ACTIVATIONS, a, "activation").name))
-        put("losses", _names(self.losses, "loss",
+        put("losses", _names(self.losses, "losses",
                              lambda x: check_choice(x, DIFFNET_LOSSES, "loss")))
-        for name, low in (("width", 1), ("n_train", 1), ("epochs", 1), ("batch", 1),
-                          ("seed", 0), ("inits", 1), ("eval_every", 0)):
+        for name, low in (("width", 1), ("batch", 1), ("seed", 0), ("inits", 1),
+                          ("eval_every", 0)):
             check_int(getattr(self, name), name, low)
+        # bounds: both size arrays allocated up front (loss history, training set)
+        check_int(self.epochs, "epochs", 1, MAX_EPOCHS)
+        check_int(self.n_train, "n_train", 1, MAX_TRAIN)
         if self.depth is not None:
             check_int(self.depth, "depth", 1)
         if self.n_train < self.batch:

@@ -14,9 +14,13 @@ Metrics on the noise-free test set: MSE = mean over points of the squared error 
 over components, for f, df/dx and d²f/dx² (the network's exact Hessian).
 
 Divergence: a loss variant whose epoch-mean training loss (of any of its initialisations)
-is not finite is stopped and recorded as diverged at that epoch (1-based); its arrays are
-left out of the result. Members are independent, so the others train on unchanged; when
-every variant has diverged the run stops. Storage and resume: :mod:`.store`.
+is not finite is stopped and recorded as diverged; its arrays are left out of the result.
+Members are independent, so the others train on unchanged; when every variant has diverged
+the run stops. ``diverged_at`` (per variant) is the 1-based number of that epoch (what the
+report shows as ``diverged@E``; 0: never), or epochs run + 1 when only the parameters after
+the last epoch are not finite, so the 0-based ``diverged_step`` of a stored record (epochs
+completed before it; :mod:`gradsurrogate.runs`) is ``diverged_at - 1``. Storage and resume:
+:mod:`.store`.
 """
 
 from __future__ import annotations
@@ -157,14 +161,14 @@ def _diverged_from(history: np.ndarray, epochs_done: int) -> np.ndarray:
 def _finish(cfg: ExperimentConfig, result: dict[str, Any], diverged: np.ndarray,
             last_epoch: int) -> dict[str, Any]:
     """Keep the members that did not diverge (a final evaluation that is not finite counts
-    as diverging at ``last_epoch``); add ``losses`` (kept) and ``diverged_at`` (per
-    ``cfg.losses``, 0 = not diverged)."""
+    as diverging after ``last_epoch``: ``diverged_at = last_epoch + 1``); add ``losses``
+    (kept) and ``diverged_at`` (per ``cfg.losses``, 1-based epoch, 0 = not diverged)."""
     diverged = diverged.copy()
     for e in range(len(cfg.losses)):
         if not diverged[e] and not all(np.isfinite(result[k][e]).all()
                                        for k in ("mse", "mse_inits", "y", "J", "H")
                                        if k in result):
-            diverged[e] = last_epoch
+            diverged[e] = last_epoch + 1
     keep = np.flatnonzero(diverged == 0)
     out = {k: (v[keep] if k in _MEMBER_KEYS else v) for k, v in result.items()}
     if "train_loss" in out:
@@ -241,7 +245,8 @@ def train_one(
     order): ``mse`` (E, 3), test predictions ``y``/``J``/``H`` (E, B, ...), per-epoch mean
     training loss ``train_loss`` (epochs, E; the mean over initialisations); plus the test
     inputs ``x`` and truths ``f_true``/``J_true``/``H_true``, ``diverged_at`` (one per
-    ``cfg.losses``: the epoch its loss became non-finite, 0 if never), ``epochs_run`` and
+    ``cfg.losses``: the 1-based epoch its loss became non-finite, epochs run + 1 if only its
+    final parameters are, 0 if never; see the module docstring), ``epochs_run`` and
     ``seconds``. With ``cfg.inits`` > 1, every loss trains ``inits`` independently
     initialised members on the same batches: the keys above hold the first of them,
     ``mse_inits`` (E, inits, 3) all. With ``cfg.eval_every`` = k > 0, ``test_mse``

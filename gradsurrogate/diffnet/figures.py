@@ -13,11 +13,13 @@ from matplotlib.figure import Figure
 from gradsurrogate.diffnet.problems import DIFFNET_PROBLEMS
 from gradsurrogate.io import save_figure
 
-__all__ = ["DISPLAY", "LOSS_NAMES", "METRICS", "TITLES", "plot_curves", "plot_problem"]
+__all__ = ["DISPLAY", "LOSS_NAMES", "MSE_LABELS", "TITLES", "plot_learning_curves",
+           "plot_problem"]
 
 DISPLAY = {"relu": "ReLu", "softplus": "SoftPlus", "tanh": "TanH", "cos2pi": "Cos"}
 LOSS_NAMES = {"type1": "Type 1 Loss", "type2": "Type 2 Loss", "hessian": "Hessian Loss"}
-METRICS = ("MSE f(x)", "MSE ∂f/∂x", "MSE ∂²f/∂x²")
+#: labels of the three test MSEs (``mse[..., k]``, :data:`.config.METRIC_KEYS` order)
+MSE_LABELS = ("MSE f(x)", "MSE ∂f/∂x", "MSE ∂²f/∂x²")
 TITLES = {"sin1d": "1-d: f(x) = sin(x)", "cossin2d": "2-d: f(x, y) = cos(x)·sin(y)"}
 
 
@@ -82,7 +84,7 @@ def plot_problem(problem: str, activation: str, res: dict[str, np.ndarray],
     return fig
 
 
-def plot_curves(problem: str, activation: str, res: dict[str, np.ndarray], path: Path,
+def plot_learning_curves(problem: str, activation: str, res: dict[str, np.ndarray], path: Path,
                 reference: dict | None = None) -> Figure:
     """PNG of the test MSEs of f, df/dx, d²f/dx² against the epoch (runs with ``eval_every``):
     ``res["test_mse"]`` (E, T, 3) against ``res["test_epochs"]`` (T,), one line per loss
@@ -92,7 +94,7 @@ def plot_curves(problem: str, activation: str, res: dict[str, np.ndarray], path:
     axes = fig.subplots(1, 3, sharex=True)
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     curves = res["test_mse"]
-    for k, (ax, metric) in enumerate(zip(axes, METRICS)):
+    for k, (ax, metric) in enumerate(zip(axes, MSE_LABELS)):
         for e, loss in _drawn(res):
             c = colors[e % len(colors)]
             ax.semilogy(res["test_epochs"], curves[e][:, k], color=c, label=LOSS_NAMES[loss])

@@ -3,7 +3,9 @@ runs stored by :func:`gradsurrogate.diffnet.store.run_experiment`.
 
 Runs are grouped by setting (their config up to activations and losses): one table per
 problem and setting, a column per loss / activation; a variant that diverged reads
-``diverged@E`` (E: the epoch its training loss stopped being finite). Split runs of one
+``diverged@E``: E is the 1-based number of the epoch whose mean training loss was not finite
+(the record's 0-based ``diverged_step`` + 1), ``diverged@end`` when only the parameters after
+the last epoch were not finite. Split runs of one
 setting (``--losses type1 type2``, then ``--losses hessian``) merge into one table.
 """
 
@@ -21,9 +23,9 @@ from gradsurrogate.diffnet.config import DIFFNET_LOSSES, ExperimentConfig
 from gradsurrogate.diffnet.figures import (
     DISPLAY,
     LOSS_NAMES,
-    METRICS,
+    MSE_LABELS,
     TITLES,
-    plot_curves,
+    plot_learning_curves,
     plot_problem,
 )
 from gradsurrogate.diffnet.store import stored_runs
@@ -141,8 +143,15 @@ def _merge_curves(name: str, members: list[dict[str, Any]]) -> dict[str, np.ndar
 
 
 def _div(res: dict[str, np.ndarray]) -> np.ndarray:
-    """Per member: the epoch it diverged at, 0 if it did not."""
+    """Per member: the 1-based epoch it diverged at, 0 if it did not."""
     return res.get("diverged_at", np.zeros(len(res["losses"]), dtype=int))
+
+
+def _div_epoch(res: dict[str, np.ndarray], row: int) -> str:
+    """The epoch a diverged member shows: 1-based, ``end`` when only its parameters after the
+    last epoch run were not finite (``diverged_at`` = epochs run + 1)."""
+    e = int(_div(res)[row])
+    return "end" if "epoch" in res and e > int(res["epoch"][row]) else str(e)
 
 
 def _ordered(acts: Iterable[str]) -> list[str]:
@@ -162,7 +171,7 @@ def _grid(
     below the reference, then the reference's row. Returns (lines, ✓ cells, cells compared)."""
     lines = ["| " + " | ".join(["", *head]) + " |", "|---" * (len(head) + 1) + "|"]
     wins = compared = 0
-    for k, metric in enumerate(METRICS):
+    for k, metric in enumerate(MSE_LABELS):
         ours, ref = [f"**{metric}**"], [f"↳ reference {metric}"]
         for loss, act in cols:
             target = REFERENCE.get(problem, {}).get(loss, {}).get(act)
@@ -204,7 +213,7 @@ def format_table(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tup
             return None
         row = have[act].index(loss)
         if _div(results[act])[row]:
-            return None, f"diverged@{int(results[act]['diverged_at'][row])}"
+            return None, f"diverged@{_div_epoch(results[act], row)}"
         value = float(results[act]["mse"][row][k])
         return value, f"{value:.3e}"
 
@@ -225,7 +234,7 @@ def format_spread(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tu
     def cell(loss: str, act: str, k: int) -> tuple[float | None, str]:
         row = have[act].index(loss)
         if _div(results[act])[row]:
-            return None, f"diverged@{int(results[act]['diverged_at'][row])}"
+            return None, f"diverged@{_div_epoch(results[act], row)}"
         draws = results[act]["mse_inits"][row][:, k]
         med = float(np.median(draws))
         return med, f"{med:.2e} [{draws.min():.1e}, {draws.max():.1e}]"
@@ -237,9 +246,12 @@ def format_spread(problem: str, results: dict[str, dict[str, np.ndarray]]) -> tu
 
 
 def _diverged_line(results: dict[str, dict[str, np.ndarray]]) -> str:
-    cells = [f"{LOSS_NAMES[str(loss)]} / {DISPLAY.get(act, act)} at epoch {int(e)}"
+    cells = [f"{LOSS_NAMES[str(loss)]} / {DISPLAY.get(act, act)} "
+             + ("after the last epoch" if (at := _div_epoch(results[act], row)) == "end"
+                else f"at epoch {at}")
              for act in _ordered(results)
-             for loss, e in zip(results[act]["losses"], _div(results[act])) if e]
+             for row, (loss, e) in enumerate(zip(results[act]["losses"], _div(results[act])))
+             if e]
     return ("Diverged (training loss not finite; stopped, no result stored): "
             + ", ".join(cells) + ".\n") if cells else ""
 
@@ -256,7 +268,8 @@ def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
     """Write ``table.md`` (and PNGs) into ``out_dir`` from the stored runs of ``problems``
     (and, with ``include_checkpoints``, from unfinished runs' checkpoints); return the text.
     One table per problem and setting; with several settings, headings and figure names
-    carry the setting (``<problem>_<activation>-<id>.png``)."""
+    carry the setting (``<problem>_<activation>-<id>.png``). Takes no folder lock (files are
+    replaced atomically): the CLI holds it except for ``--include-unfinished`` reports."""
     out = Path(out_dir)
     parts = [f"Command: `{command}`\n"] if command else []
     for problem in problems:
@@ -281,8 +294,9 @@ def write_report(out_dir: str | Path, problems: list[str], figures: bool = True,
                     continue
                 plot_problem(problem, act, res, out / f"{problem}_{act}{tag}.png")
                 if "test_mse" in res:
-                    plot_curves(problem, act, res, out / f"{problem}_{act}{tag}_curves.png",
-                                REFERENCE.get(problem))
+                    plot_learning_curves(problem, act, res,
+                                         out / f"{problem}_{act}{tag}_curves.png",
+                                         REFERENCE.get(problem))
     text = "\n".join(p for p in parts if p)
     write_text_atomic(out / "table.md", text)
     return text

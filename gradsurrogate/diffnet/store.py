@@ -5,8 +5,11 @@ is one record in ``<out>/results.jsonl``: ``run_id`` (:func:`gradsurrogate.runs.
 the run's config, whose ``activations`` is the run's one activation), ``config`` (its
 ``asdict``), ``problem``, ``activation``, ``losses``, the final test MSEs ``mse``
 ({loss: {f, df, d2f}}) and training losses ``final_train_loss`` of the variants that did not
-diverge, ``diverged`` / ``diverged_step`` (first epoch, 1-based, at which a variant's loss was
-not finite; None if none) / ``diverged_losses`` ({loss: epoch}), ``epochs_run``, ``seconds``
+diverge, ``diverged`` / ``diverged_step`` (the earliest divergence of a variant, as in every
+part: the 0-based index of the first epoch whose mean loss was not finite = epochs completed
+before it; the number of epochs run if only the final parameters were not finite; None if no
+variant diverged) / ``diverged_losses`` ({loss: that index}; the report shows the 1-based
+epoch, ``diverged@E`` with E = index + 1), ``epochs_run``, ``seconds``
 and ``file``: the arrays (test predictions, curves; see :func:`.experiment.train_one`) of the
 variants that did not diverge, ``<problem>_<activation>[__<losses>]-<run_id>.npz`` (None when
 every variant diverged). Unfinished runs keep a checkpoint ``<same stem>.ckpt.pt``. Both side
@@ -51,7 +54,12 @@ from gradsurrogate.diffnet.experiment import (
 from gradsurrogate.io import atomic_path
 from gradsurrogate.runs import RESULTS, RunStore, StoreWarning, run_id
 
-__all__ = ["legacy_path", "read_npz", "rekey", "run_experiment", "run_stem", "stored_runs"]
+__all__ = ["PART", "legacy_path", "read_npz", "rekey", "run_experiment", "run_stem",
+           "stored_runs"]
+
+#: the command that writes diffnet folders (``RunStore(out, part=PART)``, read by
+#: ``gradsurrogate report``)
+PART = "diffnet"
 
 _NEW_NAME = re.compile(r"-[0-9a-f]{12}(\.ckpt\.pt|\.npz)$")
 
@@ -100,7 +108,8 @@ def rekey(record: dict[str, Any]) -> str | None:
 
 def _record(run_cfg: ExperimentConfig, res: dict[str, Any], file: str | None) -> dict[str, Any]:
     kept = [str(x) for x in res["losses"]]
-    div = {loss: int(e) for loss, e in zip(run_cfg.losses, res["diverged_at"]) if e}
+    # diverged_at: 1-based epoch (0: never) -> records: 0-based epoch index
+    div = {loss: int(e) - 1 for loss, e in zip(run_cfg.losses, res["diverged_at"]) if e}
     mse = {loss: dict(zip(METRIC_KEYS, map(float, res["mse"][i]))) for i, loss in
            enumerate(kept)}
     train = res.get("train_loss")
@@ -131,14 +140,15 @@ def _adopt_legacy(out: Path, run_cfg: ExperimentConfig) -> dict[str, Any] | None
 
 
 def _diverged_of(stored: dict[str, Any]) -> np.ndarray:
-    """Per stored loss: the epoch its training loss first was not finite (older versions
-    saved such runs as results), or the last epoch if only its test results are not."""
+    """Per stored loss: the 1-based epoch its training loss first was not finite (older
+    versions saved such runs as results), epochs + 1 if only its test results are not, 0 if
+    neither (``diverged_at`` of :func:`.experiment.train_one`)."""
     train = stored["train_loss"]
     bad = ~np.isfinite(train)
     div = np.where(bad.any(0), bad.argmax(0) + 1, 0) if len(train) else \
         np.zeros(bad.shape[1], dtype=int)
     final = ~np.isfinite(stored["mse"]).all(-1)
-    return np.where((div == 0) & final, len(train), div)
+    return np.where((div == 0) & final, len(train) + 1, div)
 
 
 @contextmanager
@@ -146,7 +156,8 @@ def _opened(store: RunStore | str | Path) -> Iterator[RunStore]:
     if isinstance(store, RunStore) and store.locked:
         yield store
     else:
-        with RunStore(store.out if isinstance(store, RunStore) else store) as opened:
+        with RunStore(store.out if isinstance(store, RunStore) else store,
+                      part=PART) as opened:
             yield opened
 
 
@@ -200,7 +211,8 @@ def run_experiment(
 
 def _members(run_cfg: ExperimentConfig, stored: dict[str, Any], div: dict[str, int],
              finished: bool, epoch: int) -> list[dict[str, Any]]:
-    """One dict per requested loss: its arrays (none if diverged) and status."""
+    """One dict per requested loss: its arrays (none if diverged) and status; ``div``: loss ->
+    1-based ``diverged_at`` epoch (see :func:`.experiment.train_one`)."""
     kept = [str(x) for x in stored.get("losses", [])]
     members = []
     for loss in run_cfg.losses:
@@ -247,7 +259,8 @@ def _stored_in(out: Path, problem: str, include_checkpoints: bool
                               StoreWarning, stacklevel=2)
                 continue
             stored = read_npz(path, _restart_hint(problem, rec["activation"], run_cfg.losses))
-        div = {k: int(v) for k, v in (rec.get("diverged_losses") or {}).items()}
+        # records: 0-based epoch index -> members: 1-based diverged_at
+        div = {k: int(v) + 1 for k, v in (rec.get("diverged_losses") or {}).items()}
         runs.append((run_cfg, _members(run_cfg, stored, div, True, rec["epochs_run"]), stored))
     for path in sorted(out.glob(f"{problem}_*.npz")):
         if path.name in files or _NEW_NAME.search(path.name):

@@ -8,9 +8,11 @@ Example::
 The flags are generated from :class:`~.config.RestoreConfig` (its defaults are the only ones;
 ``--dim-in`` and ``--dim_in`` both work). Stores through :func:`~.run.run_restore`: one record
 per run in ``OUT/results.jsonl``, the per-epoch history in ``OUT/history/RUN_ID.json``, and
-``OUT/report.md``; a recorded run is skipped (resume) unless ``--force``. A bad value exits
-with status 2 and ``gradsurrogate restore: error: ...``; a run whose loss became non-finite is
-recorded as diverged and exits with status 1.
+``OUT/report.md``; a recorded run is skipped (resume) unless ``--restart`` (``--force`` is
+a hidden alias). A bad value exits with status 2 and ``gradsurrogate restore: error: ...``; a
+run whose loss became non-finite is recorded as diverged (a message on stderr names its step)
+and exits with status 0, as in every part. ``gradsurrogate report DIR`` rewrites
+``DIR/report.md`` (:func:`report_main`).
 """
 
 from __future__ import annotations
@@ -20,35 +22,35 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..cli import add_common_flags, config_flags, config_from_args, run_command, set_threads
-from ..runs import RESULTS, RunStore
+from ..cli import (
+    RaisingParser,
+    add_common_flags,
+    config_flags,
+    config_from_args,
+    run_command,
+    set_threads,
+)
+from ..runs import RESULTS, RunStore, read_part
 from .config import RestoreConfig
 from .report import REPORT, write_report
 from .run import PART, PROJECT, run_restore, run_restores
 
 __all__ = ["build_parser", "main", "parse_config", "report_main", "run_sweep"]
 
-_EPOCHS_HELP = ("number of epochs, or 'auto' = ceil(epoch-scale*dim-in*dim-out/dim-sample), "
-                "stored resolved (default: auto)")
-
-
-def _config_flags(parser: argparse.ArgumentParser) -> None:
-    config_flags(parser, RestoreConfig)
-    for action in parser._actions:  # the generated help shows the resolved default epochs
-        if action.dest == "epochs":
-            action.help = _EPOCHS_HELP
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradsurrogate restore", allow_abbrev=False,
                                      description=__doc__.split("\n")[0])
-    _config_flags(parser)
+    config_flags(parser, RestoreConfig)
     add_common_flags(parser, "runs/restore", PROJECT)
     group = parser.add_argument_group("output")
     group.add_argument("--figures", action="store_true",
                        help="also write Jacobian heatmaps and metric curves under OUT/figures")
-    group.add_argument("--force", action="store_true",
-                       help="rerun even if the run id is already recorded")
+    group.add_argument("--restart", action="store_true",
+                       help="run again even if the run id is already recorded (the new record "
+                            "replaces the old one)")
+    group.add_argument("--force", dest="restart", action="store_true",
+                       help=argparse.SUPPRESS)  # the earlier name of --restart
     return parser
 
 
@@ -57,32 +59,28 @@ def _body(argv: list[str]) -> int:
     cfg = config_from_args(RestoreConfig, args)
     set_threads(args.threads)
     with RunStore(args.out, part=PART) as store:  # --out writable, before any work
-        record = run_restore(cfg, store, force=args.force, wandb=args.wandb,
+        record = run_restore(cfg, store, restart=args.restart, wandb=args.wandb,
                              project=args.wandb_project, figures=args.figures)
         write_report(store)
     if record.get("diverged"):
-        print(f"gradsurrogate restore: run {record['run_id']} diverged: non-finite loss at "
-              f"step {record.get('diverged_step')}; recorded as diverged in "
+        step = record.get("diverged_step")
+        print(f"gradsurrogate restore: run {record['run_id']} diverged: non-finite loss or "
+              f"parameters at step {step} (0-based: after {step} update(s)); recorded in "
               f"{store.out / RESULTS} (lower --lr or --initial-messup)", file=sys.stderr)
-        return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns 0 (done), 1 (the run diverged) or 2 (bad value)."""
+    """Entry point; returns 0 (done, or the run diverged: recorded, named on stderr) or 2
+    (bad value, busy or unwritable ``--out``)."""
     return run_command("restore", lambda: _body(list(sys.argv[1:] if argv is None else argv)))
-
-
-class _RaisingParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ValueError(message)
 
 
 def parse_config(argv: Sequence[str]) -> RestoreConfig:
     """The config of ``--name=value`` flags (the restore flag names); ``ValueError`` for an
     unknown flag or a bad value."""
-    parser = _RaisingParser(prog="gradsurrogate restore", allow_abbrev=False, add_help=False)
-    _config_flags(parser)
+    parser = RaisingParser(prog="gradsurrogate restore", allow_abbrev=False, add_help=False)
+    config_flags(parser, RestoreConfig)
     return config_from_args(RestoreConfig, parser.parse_args(list(argv)))
 
 
@@ -110,7 +108,9 @@ def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> i
 
 
 def report_main(argv: Sequence[str]) -> int:
-    """``gradsurrogate report DIR`` for a restore folder: rewrites and prints DIR/report.md."""
+    """``gradsurrogate report DIR`` for a restore folder: rewrites and prints DIR/report.md,
+    holding the folder lock while it writes (a folder a run is writing is busy: exit 2).
+    Exit 2 for a folder without restore results."""
 
     def body() -> int:
         parser = argparse.ArgumentParser(prog="gradsurrogate report", allow_abbrev=False,
@@ -118,9 +118,14 @@ def report_main(argv: Sequence[str]) -> int:
                                                      "DIR/results.jsonl (restore runs)")
         parser.add_argument("dir", type=Path)
         args = parser.parse_args(list(argv))
-        if not (args.dir / RESULTS).is_file():
-            raise ValueError(f"no restore results in {str(args.dir)!r} (no {RESULTS})")
-        print(write_report(args.dir), end="")
+        part = read_part(args.dir)
+        if part not in (None, PART) or not (args.dir / RESULTS).is_file():
+            raise ValueError(f"no restore results in {str(args.dir)!r} ("
+                             + (f"written by {part!r})" if part not in (None, PART)
+                                else f"no {RESULTS})"))
+        with RunStore(args.dir, part=PART) as store:
+            text = write_report(store)
+        print(text, end="")
         return 0
 
     return run_command("report", body)

@@ -23,9 +23,12 @@ from .sampling import COTANGENT_DISTS, DIRECTION_DISTS, check_dim_sample, normal
 from .surrogates import SURROGATES, Surrogate, make_surrogate
 from .targets import DF_TARGETS, FD_SCHEMES
 
-__all__ = ["DTYPES", "RESTORE_OPTIMIZERS", "RestoreConfig", "build_problem", "build_surrogate"]
+__all__ = ["DTYPES", "MAX_EPOCHS", "RESTORE_OPTIMIZERS", "RestoreConfig", "build_problem",
+           "build_surrogate"]
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+#: the most epochs a run may have (given or resolved from ``"auto"``): a bound on run time
+MAX_EPOCHS = 10**9
 RESTORE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -50,9 +53,10 @@ class RestoreConfig:
 
     ``epochs`` is an integer or ``"auto"`` = ``ceil(epoch_scale·dim_in·dim_out/dim_sample)``,
     stored resolved (so ``dataclasses.replace`` of a dim keeps the old count: pass
-    ``epochs="auto"`` again). ``directions`` / ``cotangents`` default to ``k = dim_sample`` and
-    ``c = dim_out`` per point. Bad values raise ``ValueError`` naming the value and the
-    accepted ones; rates, steps and scales must be finite and positive.
+    ``epochs="auto"`` again), at most :data:`MAX_EPOCHS` either way. ``directions`` /
+    ``cotangents`` default to ``k = dim_sample`` and ``c = dim_out`` per point. Bad values
+    raise ``ValueError`` naming the value and the accepted ones; rates, steps and scales must
+    be finite and positive.
     """
 
     problem: str = _f("linear", "f(x) = A x (linear) or tanh(A x) (tanh)")
@@ -65,8 +69,9 @@ class RestoreConfig:
                                  "unset)")
     initial_messup: float = _f(1.0, "scale of the initial surrogate parameters (>= 0)")
     target: str = _f("jvp", "how df is obtained: " + ", ".join(DF_TARGETS))
-    epochs: int | str = _f("auto", "number of epochs, or 'auto' = "
-                                   "ceil(epoch-scale*dim-in*dim-out/dim-sample)")
+    epochs: int | str = _f("auto", "number of epochs (<= 1e9), or 'auto' = "
+                                   "ceil(epoch-scale*dim-in*dim-out/dim-sample), stored "
+                                   "resolved")
     epoch_scale: float = _f(16.0, "factor of epochs 'auto'")
     steps_per_epoch: int = _f(1, "minibatches per epoch")
     lr: float = _f(2e-2, "learning rate")
@@ -138,12 +143,18 @@ class RestoreConfig:
         if isinstance(epochs, str):
             text = epochs.strip().lower()
             if text == "auto":
-                return normalised_epochs(self.dim_in, self.dim_out, self.dim_sample,
+                auto = normalised_epochs(self.dim_in, self.dim_out, self.dim_sample,
                                          self.epoch_scale)
+                if auto > MAX_EPOCHS:
+                    raise ValueError(
+                        f"epochs 'auto' = ceil(epoch_scale*dim_in*dim_out/dim_sample) = {auto:.3g}"
+                        f" (epoch_scale={self.epoch_scale:g}) is more than {MAX_EPOCHS:.0e}; "
+                        "lower epoch_scale or give epochs")
+                return auto
             if not text.isdigit():
                 raise ValueError(f"epochs must be a positive integer or 'auto'; got {epochs!r}")
             epochs = int(text)
-        return check_int(epochs, "epochs", 1)
+        return check_int(epochs, "epochs", 1, MAX_EPOCHS)
 
     @property
     def k(self) -> int:

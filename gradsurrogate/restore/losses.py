@@ -96,7 +96,7 @@ class Loss:
     @classmethod
     def from_arg(cls, arg: str | None) -> Loss:
         if arg is not None:
-            raise ValueError(f"loss {cls.name!r} takes no parameter; got '{cls.name}:{arg}'")
+            raise ValueError(f"loss {cls.name!r} takes no parameter (got {arg!r})")
         return cls()
 
 
@@ -217,10 +217,16 @@ def accepted_losses() -> str:
 
 
 def get_loss(spec: str | Loss) -> Loss:
-    """Parse ``"name"``, ``"name:param"`` or ``"log_name[:param]"`` (a :class:`Loss` passes)."""
+    """Parse ``"name"``, ``"name:param"`` or ``"log_name[:param]"`` (a :class:`Loss` passes).
+
+    A bad parameter is a ``ValueError`` naming the whole spec as given (``'log_mse:nan'``).
+    """
     if isinstance(spec, Loss):
         return spec
     name, arg = parse_arg(spec, "loss")
     cls, log = lookup(_NAMES, name, "loss")
-    loss = cls.from_arg(arg)
+    try:
+        loss = cls.from_arg(arg)
+    except ValueError as err:
+        raise ValueError(f"bad loss {spec!r}: {err}") from None
     return Log(loss) if log else loss

@@ -15,7 +15,7 @@ from typing import Any
 from ..io import write_text_atomic
 from ..runs import RESULTS, RunStore
 from .config import RestoreConfig
-from .run import record_config, stored_records
+from .run import PART, record_config, stored_records
 
 __all__ = ["REPORT", "report_table", "write_report"]
 
@@ -59,8 +59,16 @@ def report_table(records: Iterable[dict[str, Any]]) -> str:
 
 
 def write_report(out: str | Path | RunStore) -> str:
-    """Write ``OUT/report.md`` (atomically) from ``OUT/results.jsonl``; returns its text."""
-    store = out if isinstance(out, RunStore) else RunStore(out)
+    """Write ``OUT/report.md`` (atomically) from ``OUT/results.jsonl``; returns its text.
+    ``out``: a locked :class:`RunStore`, or a folder (locked for the call:
+    :class:`~gradsurrogate.runs.StoreBusyError` while another process writes it)."""
+    if isinstance(out, RunStore) and out.locked:
+        return _write_report(out)
+    with RunStore(out.out if isinstance(out, RunStore) else out, part=PART) as store:
+        return _write_report(store)
+
+
+def _write_report(store: RunStore) -> str:
     records = list(stored_records(store).values())
     diverged = sum(bool(r.get("diverged")) for r in records)
     text = (f"# Jacobian restoration: {len(records)} run(s) in {store.out / RESULTS}"

@@ -10,8 +10,11 @@ Each run appends one record to ``OUT/results.jsonl``::
 (NaN/inf stored as ``null``) and its per-epoch history to ``OUT/history/RUN_ID.json``
 (atomic replace, written before the record). ``run_id`` is :func:`gradsurrogate.runs.run_id`
 of the config. A config whose ``run_id`` is already recorded is skipped (resume) unless
-``force``; a diverged run counts as finished (it would diverge again). A non-finite loss stops
-the run, which is recorded with ``diverged: true`` and the 1-based optimizer step.
+``restart`` (``--restart``: run it again, its new record replaces the old one); a diverged run
+counts as finished (it would diverge again). A non-finite loss stops the run, which is
+recorded with ``diverged: true`` and ``diverged_step``: the 0-based index of the optimizer step
+whose loss was not finite (= updates applied before it; the number of steps if the last update
+left non-finite parameters), as in every part (:mod:`gradsurrogate.runs`).
 """
 
 from __future__ import annotations
@@ -126,10 +129,10 @@ def _figures(cfg: RestoreConfig, rid: str, problem: Any, surrogate: Any,
 
 
 def run_restores(configs: Iterable[RestoreConfig], out: str | Path | RunStore, *,
-                 force: bool = False, wandb: str | None = "disabled", project: str = PROJECT,
+                 restart: bool = False, wandb: str | None = "disabled", project: str = PROJECT,
                  figures: bool = False, progress: bool = True, echo: Echo | None = print
                  ) -> list[dict[str, Any]]:
-    """Run every config not yet recorded in ``out`` (all of them with ``force``), in order,
+    """Run every config not yet recorded in ``out`` (all of them with ``restart``), in order,
     and return the records (stored ones for skipped configs); a config listed twice runs once.
 
     ``out`` is a folder (locked for the call) or a :class:`RunStore` (used as is when already
@@ -143,12 +146,12 @@ def run_restores(configs: Iterable[RestoreConfig], out: str | Path | RunStore, *
                              f"{type(cfg).__name__}")
     store = out if isinstance(out, RunStore) else RunStore(out, part=PART)
     if store.locked:
-        return _run_all(configs, store, force, wandb, project, figures, progress, echo)
+        return _run_all(configs, store, restart, wandb, project, figures, progress, echo)
     with store:
-        return _run_all(configs, store, force, wandb, project, figures, progress, echo)
+        return _run_all(configs, store, restart, wandb, project, figures, progress, echo)
 
 
-def _run_all(configs: list[RestoreConfig], store: RunStore, force: bool, wandb: str | None,
+def _run_all(configs: list[RestoreConfig], store: RunStore, restart: bool, wandb: str | None,
              project: str, figures: bool, progress: bool, echo: Echo | None
              ) -> list[dict[str, Any]]:
     done = stored_records(store)
@@ -156,9 +159,10 @@ def _run_all(configs: list[RestoreConfig], store: RunStore, force: bool, wandb: 
     records = []
     for cfg in configs:
         rid = run_id(cfg)
-        if rid in ran or (rid in done and not force):
+        if rid in ran or (rid in done and not restart):
             if echo is not None and rid not in ran:
-                echo(f"run {rid} already in {store.out / RESULTS}; skipping (--force to rerun)")
+                echo(f"run {rid} already in {store.out / RESULTS}; skipping (--restart to "
+                     "rerun)")
             records.append(done[rid])
             continue
         record = _run_one(cfg, rid, store, wandb, project, figures, progress)
@@ -173,5 +177,5 @@ def _run_all(configs: list[RestoreConfig], store: RunStore, force: bool, wandb: 
 def run_restore(config: RestoreConfig, out: str | Path | RunStore, **opts: Any
                 ) -> dict[str, Any]:
     """:func:`run_restores` of one config: its record (the stored one when it is already
-    recorded, unless ``force=True``)."""
+    recorded, unless ``restart=True``)."""
     return run_restores([config], out, **opts)[0]

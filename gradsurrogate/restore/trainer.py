@@ -55,7 +55,9 @@ class RestoreResult:
     status: str  # "done", "target_reached" or "diverged"
     final: dict[str, float]
     reached_at: int | None = None  # jvp_evals when target_cosine was first reached
-    diverged_step: int | None = None  # 1-based optimizer step whose loss was not finite
+    #: 0-based index of the first optimizer step whose loss was not finite (= updates applied
+    #: before it); the number of steps when the last update left non-finite parameters
+    diverged_step: int | None = None
 
     @property
     def diverged(self) -> bool:
@@ -163,7 +165,9 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
     ``jvp_evals`` counts directional evaluations (probes) of ``f``; ``f_evals`` counts rows
     evaluated (2 per probe for fd/integral). A non-finite loss raises
     :class:`NonFiniteLossError` (``on_nonfinite="raise"``) or ends the run with status
-    ``"diverged"`` and ``diverged_step`` (``"stop"``).
+    ``"diverged"`` and ``diverged_step`` (``"stop"``): the 0-based index of the step whose loss
+    was not finite, i.e. the number of updates applied before it (that step's update is not
+    applied); when the last update leaves non-finite parameters, the number of steps.
     """
     check_choice(on_nonfinite, ON_NONFINITE, "on_nonfinite")
     _check_dims(problem, surrogate, cfg)
@@ -207,11 +211,10 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
                                       gen, dtype, device)
             pred, y = equations(surrogate, u, alpha, dalpha, df, cfg.target, integral_opts)
             loss = loss_fn(pred, y)
-            step += 1
-            if not torch.isfinite(loss):
-                msg = (f"non-finite restoration loss {loss.item()} at step {step} (epoch "
-                       f"{epoch}; loss {cfg.loss}, lr {cfg.lr}, surrogate {surrogate.name}); "
-                       "lower the lr or the initial_messup")
+            if not torch.isfinite(loss):  # `step` updates were applied before this one
+                msg = (f"non-finite restoration loss {loss.item()} at step {step} (0-based: "
+                       f"after {step} update(s); epoch {epoch}; loss {cfg.loss}, lr {cfg.lr}, "
+                       f"surrogate {surrogate.name}); lower the lr or the initial_messup")
                 if on_nonfinite == "raise":
                     raise NonFiniteLossError(msg)
                 status, diverged_step = "diverged", step
@@ -220,6 +223,7 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            step += 1
             losses.append(loss.item())
         record: dict[str, Any] = {
             "epoch": epoch, "loss": sum(losses) / len(losses) if losses else float("nan"),
@@ -242,8 +246,8 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
     bar.close()
     if status != "diverged" and not all(bool(q.isfinite().all()) for q in surrogate.parameters()):
         if on_nonfinite == "raise":  # the last update overflowed the parameters
-            raise NonFiniteLossError(f"non-finite surrogate parameters after step {step}; lower "
-                                     "the lr or the initial_messup")
+            raise NonFiniteLossError(f"non-finite surrogate parameters after the last update "
+                                     f"({step} steps); lower the lr or the initial_messup")
         status, diverged_step = "diverged", step
     final = {k_: v for k_, v in history[-1].items() if isinstance(v, float)}
     if status == "diverged" and not math.isfinite(final.get("loss", 0.0)):
