@@ -83,7 +83,9 @@ def report_main(argv: Sequence[str]) -> int:
     from gradsurrogate.runs import read_part
 
     args = list(argv)
-    folder = next((a for a in args if not a.startswith("-")), None)
+    positional = [a for a in args if not a.startswith("-")]
+    folder = next((a for a in positional if Path(a).is_dir()), positional[0] if positional
+                  else None)
     if folder is None:
         if any(a in ("-h", "--help") for a in args):
             print("usage: gradsurrogate report DIR [flags of that part's report]")
@@ -249,7 +251,8 @@ class RaisingParser(argparse.ArgumentParser):
 
 def run_command(prog: str, body: Callable[[], int | None]) -> int:
     """Run a command body; a ``ValueError`` (bad value), a busy output folder, a file-system
-    error (``OSError``: a path under a file, a full disk, ...) or an argparse error becomes
+    error (``OSError``: a path under a file, a full disk, ...), running out of memory or an
+    argparse error becomes
     ``gradsurrogate PROG: error: ...`` on stderr and exit status 2."""
     from gradsurrogate.runs import StoreBusyError
 
@@ -261,6 +264,10 @@ def run_command(prog: str, body: Callable[[], int | None]) -> int:
     except OSError as err:
         where = f": {err.filename}" if err.filename else ""
         print(f"gradsurrogate {prog}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"gradsurrogate {prog}: error: out of memory (a size too large for this "
+              "machine?)", file=sys.stderr)
         return 2
     except SystemExit as exit_:  # argparse has printed its own "PROG: error: ..." line
         return exit_.code if isinstance(exit_.code, int) else 2
