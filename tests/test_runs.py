@@ -195,3 +195,23 @@ def test_a_part_does_not_mix_its_runs_into_another_parts_folder(tmp_path):
         pass
     with pytest.raises(ValueError, match=r"must be an integer >= 0 \(at most 2\*\*63 - 1\)"):
         check_int(2**63, "seed")
+
+
+def test_a_writer_in_another_process_is_seen(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom gradsurrogate.runs import RunStore\n"
+         f"with RunStore({str(tmp_path)!r}, part='xor'):\n"
+         "    print('locked', flush=True)\n    sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreBusyError, match=f"pid {holder.pid}"):
+            RunStore(tmp_path, part="xor").acquire()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    with RunStore(tmp_path, part="xor"):  # free once the other process is done
+        pass
