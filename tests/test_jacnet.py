@@ -162,7 +162,7 @@ def test_error_messages() -> None:
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         JacNet(1, 1, activation="swish")
     with pytest.raises(ValueError, match="inverse needs an invertible structure"):
-        JacNet(1, 1, structure="lipschitz").inverse(torch.zeros(2, 1))
+        JacNet(1, 1, structure="lipschitz").inverse(torch.zeros(2, 1), pseudo=False)
     with pytest.raises(ValueError, match="path dependence needs d_in >= 2"):
         JacNet(1, 1).path_gap(torch.zeros(2, 1))
     with pytest.raises(ValueError, match=r"y must have shape \(n, 2\)"):

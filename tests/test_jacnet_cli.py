@@ -15,8 +15,8 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
-from gradsurrogate.jacnet import Config1D, Config2D, Plan, experiment, report
-from gradsurrogate.jacnet.cli import build_parser, main, plan_from_args, run_sweep
+from gradsurrogate.jacnet import Config1D, Config2D, Config100D, Plan, experiment, report
+from gradsurrogate.jacnet.cli import main, parse_plan, run_sweep
 from gradsurrogate.jacnet.training import train
 from gradsurrogate.runs import StoreWarning
 
@@ -67,10 +67,19 @@ def quick_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     (["exp", "--test-range", "0,inf"], "test_range must be a finite number"),
     (["exp", "--dtype", "float16"], "unknown dtype 'float16'; accepted: float32, float64"),
     (["exp", "--inverse-tol", "nan"], "inverse_tol must be a finite number in (0, 1); got nan"),
-    (["--experiment=sinh"], "unknown experiment 'sinh'; accepted: exp, abs, 2d, all"),
-    (["--lr=0.1"], "no experiment given; pass one of exp, abs, 2d, all"),
+    (["--experiment=sinh"], "unknown experiment 'sinh'; accepted: exp, abs, 2d, 100d, all"),
+    (["--lr=0.1"], "no experiment given; pass one of exp, abs, 2d, 100d, all"),
+    (["exp", "--points", "grid"], "unknown training points 'grid'; accepted: even, random"),
+    (["abs", "--eps", "0"], "eps must be a finite number in (0, 3.4e+38]; got 0.0"),
+    (["exp", "--anneal", "max"], "unknown annealing scale 'max'; accepted: sum, mean"),
+    (["100d", "--batch-size", "-1"], "batch_size must be an integer >= 0; got -1"),
+    (["100d", "--epochs", "0"], "epochs must be an integer >= 1; got 0"),
+    (["100d", "--models", "complex"], "unknown 100-d model structure 'complex'"),
+    (["--experiment=100d", "--dim", "0"], "dim must be an integer >= 1; got 0"),
+    (["100d", "--steps", "3"], "unrecognized arguments: --steps 3"),
+    (["100d", "--seeds", "0"], "--seeds must be an integer >= 1; got 0"),
     (["exp", "--experiment=abs"], "two experiments given: 'exp' and --experiment 'abs'"),
-    (["exp", "--threads", "-1"], "--threads must be an integer >= 0; got -1"),
+    (["exp", "--threads", "-1"], "--threads must be an integer"),
     (["exp", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
     (["sinh"], "argument experiment: invalid choice: 'sinh'"),
 ])
@@ -216,16 +225,49 @@ def test_run_sweep_two_configs(tmp_path: Path, capsys, counted, quick_figures: N
     assert run_sweep(argvs, str(tmp_path / "out"), common) == 0 and len(counted) == 2
 
 
-def test_shipped_sweep_lines_parse() -> None:
-    sweep = yaml.safe_load((ROOT / "sweeps" / "jacnet_lr.yaml").read_text())
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "sweeps").glob("jacnet_*.yaml")))
+def test_shipped_sweep_lines_parse(name: str) -> None:
+    sweep = yaml.safe_load((ROOT / "sweeps" / name).read_text())
     assert "jacnet" in sweep["command"]
     params = sweep["parameters"]
     names = list(params)
     grids = [p["values"] if "values" in p else [p["value"]] for p in params.values()]
-    parser = build_parser(raising=True)
-    plans = [plan_from_args(parser.parse_args([f"--{n}={v}" for n, v in zip(names, combo)]))
+    plans = [parse_plan([f"--{n}={v}" for n, v in zip(names, combo)], raising=True)[0]
              for combo in itertools.product(*grids)]
     assert len({p.base_1d for p in plans}) == len(plans) > 1
+
+
+def test_100d_sweep_lines_get_the_100d_flags() -> None:
+    plan, _ = parse_plan(["--experiment=100d", "--batch_size=32", "--epochs=2", "--seeds=2"],
+                         raising=True)
+    assert plan.experiments == ("100d",) and plan.seeds_100d == 2
+    assert plan.config_100d == Config100D(batch_size=32, epochs=2)
+    assert [c.seed for c in plan.configs()] == [0, 1]
+    with pytest.raises(ValueError, match="unrecognized arguments: --points=even"):
+        parse_plan(["100d", "--points=even"], raising=True)
+
+
+def test_legacy_records_rerun_under_the_new_protocol(tmp_path: Path, counted,
+                                                     quick_figures: None) -> None:
+    out = tmp_path / "out"
+    argv = ["abs", *TINY, "--seeds", "1", "--out", str(out)]
+    assert main(argv) == 0 and len(counted) == 1
+    (rec,) = records(out)
+    for key in ("points", "eps", "anneal"):  # as stored before the protocol change
+        del rec["config"][key]
+    (out / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    assert main(argv) == 0 and len(counted) == 2  # made with random points: trained again
+    assert records(out)[-1]["config"]["points"] == "even"
+
+
+def test_step_logs_go_to_the_history_store(tmp_path: Path, quick_figures: None) -> None:
+    out = tmp_path / "out"
+    assert main(["abs", *TINY, "--seeds", "1", "--out", str(out)]) == 0
+    (rec,) = records(out)
+    hist = [json.loads(s) for s in (out / "history.jsonl").read_text().splitlines()]
+    assert sorted((h["model"], h["step"]) for h in hist) == \
+        [(m, k) for m in ("baseline", "structured") for k in range(3)]
+    assert all(h["run"] == rec["run_id"] and h["loss"] > 0 for h in hist)
 
 
 def test_tracker_gets_the_resolved_config_and_per_step_losses(tmp_path: Path, monkeypatch,

@@ -40,6 +40,10 @@ class IntegralResult:
         error: ``(n, o)`` detached estimate of ``|value - exact|`` or ``None`` when the method
             gives none.
         method: registry name of the integrator used.
+        evals: ``(n,)`` integrand evaluations of each point where they differ between points
+            (adaptive methods; ``n_evals`` is then their mean, rounded up), else ``None``.
+        converged: ``(n,)`` bool, whether each point met the requested tolerance (adaptive
+            methods), else ``None``.
     """
 
     value: Tensor
@@ -47,6 +51,15 @@ class IntegralResult:
     n_calls: int
     error: Tensor | None
     method: str
+    evals: Tensor | None = None
+    converged: Tensor | None = None
+
+    @property
+    def total_evals(self) -> int:
+        """Integrand evaluations summed over the batch."""
+        if self.evals is not None:
+            return int(self.evals.sum().item())
+        return self.n_evals * self.value.shape[0]
 
 
 class Integrator(ABC):
@@ -97,6 +110,25 @@ class Path(ABC):
     def __call__(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
         """``t (t,), x0/x1 (n, i) -> (c (t, n, i), c' (t, n, i))``."""
 
+    def pointwise(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """Each path at its own times: ``t (t, m), x0/x1 (m, i) -> (c, c') (t, m, i)``.
+
+        The default calls the path once per row; subclasses vectorise it."""
+        return path_pointwise(self.__call__, t, x0, x1)
+
+
+def path_pointwise(path: PathFn, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    """``path`` at per-row times ``t (t, m)`` for rows ``x0/x1 (m, i)`` -> ``(t, m, i)`` each.
+
+    Uses ``path.pointwise`` where the path has it (one vectorised call), else one call of
+    ``path(t[:, j], x0[j:j+1], x1[j:j+1])`` per row (coordinates only: the Jacobian is still
+    called once on all of them)."""
+    fast = getattr(path, "pointwise", None)
+    if fast is not None and getattr(fast, "__func__", None) is not Path.pointwise:
+        return fast(t, x0, x1)
+    parts = [path(t[:, j], x0[j : j + 1], x1[j : j + 1]) for j in range(x0.shape[0])]
+    return torch.cat([c for c, _ in parts], 1), torch.cat([dc for _, dc in parts], 1)
+
 
 class StraightPath(Path):
     """``c(t) = x0 + t (x1 - x0)``, ``c'(t) = x1 - x0``."""
@@ -105,6 +137,10 @@ class StraightPath(Path):
         d = x1 - x0
         tt = t[:, None, None]
         return x0 + tt * d, d.expand(t.shape[0], *d.shape)
+
+    def pointwise(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        d = x1 - x0
+        return x0 + t[:, :, None] * d, d.expand(t.shape[0], *d.shape)
 
 
 class BentPath(Path):
@@ -125,6 +161,13 @@ class BentPath(Path):
         self.plane = (p, q)
 
     def __call__(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        return self._at(t[:, None, None], x0, x1)
+
+    def pointwise(self, t: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        return self._at(t[:, :, None], x0, x1)
+
+    def _at(self, tt: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """``tt`` broadcasts against ``x0 (n, i)``: ``(t, 1, 1)`` or ``(t, n, 1)``."""
         p, q = self.plane
         if x0.shape[-1] < 2 or max(p, q) >= x0.shape[-1] or p == q:
             raise ValueError(
@@ -135,7 +178,6 @@ class BentPath(Path):
         rd = torch.zeros_like(d)
         rd[:, p] = -d[:, q]
         rd[:, q] = d[:, p]
-        tt = t[:, None, None]
         c = x0 + tt * d + self.amount * torch.sin(math.pi * tt) * rd
         dc = d + self.amount * math.pi * torch.cos(math.pi * tt) * rd
         return c, dc

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+from functools import cache
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from gradsurrogate.registry import check_choice, check_number, lookup
 
+from .adaptive import Adaptive
 from .base import IntegralResult, Integrator, JacFn, PathFn, VectorField, get_path
 from .dopri5 import Dopri5
 from .gauss_kronrod import GaussKronrod
@@ -18,22 +20,43 @@ from .gauss_legendre import GaussLegendre
 from .rk4 import RK4
 
 INTEGRATORS: dict[str, type[Integrator]] = {
-    cls.name: cls for cls in (GaussLegendre, GaussKronrod, RK4, Dopri5)
+    cls.name: cls for cls in (Adaptive, GaussLegendre, GaussKronrod, RK4, Dopri5)
 }
+#: method used when none is named
+DEFAULT_METHOD = "adaptive"
+#: options that ask for fixed nodes: with ``method=None`` they select ``gauss-legendre``
+FIXED_NODE_OPTIONS = ("n", "error")
 
 
-def get_integrator(method: str | Integrator = "gauss-legendre", **opts: Any) -> Integrator:
+@cache
+def _options(cls: type[Integrator]) -> list[str]:
+    """Constructor option names of an integrator class."""
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def resolve_method(method: str | Integrator | None, opts: dict[str, Any]) -> str | Integrator:
+    """``method`` unless it is ``None``: then ``DEFAULT_METHOD`` (``adaptive``), or
+    ``gauss-legendre`` when a node count ``n`` / ``error`` mode is among ``opts``."""
+    if method is not None:
+        return method
+    return "gauss-legendre" if any(k in opts for k in FIXED_NODE_OPTIONS) else DEFAULT_METHOD
+
+
+def get_integrator(method: str | Integrator | None = None, **opts: Any) -> Integrator:
     """An integrator instance from a registry name and its options (or an instance, unchanged).
+
+    ``method=None`` resolves through ``resolve_method`` (adaptive by default).
 
     Raises:
         ValueError: unknown name (lists the accepted ones) or an option the method does not take.
     """
+    method = resolve_method(method, opts)
     if isinstance(method, Integrator):
         if opts:
             raise ValueError(f"options {sorted(opts)} given together with an integrator instance")
         return method
     cls = lookup(INTEGRATORS, method, "integrator")
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    accepted = _options(cls)
     if opts and not accepted:
         raise ValueError(f"integrator {cls.name!r} takes no options; got {sorted(opts)}")
     for key in sorted(opts):
@@ -58,7 +81,7 @@ def line_integral(
     x0: Tensor,
     x1: Tensor,
     y0: Tensor | None = None,
-    method: str | Integrator = "gauss-legendre",
+    method: str | Integrator | None = None,
     path: str | PathFn | None = None,
     **opts: Any,
 ) -> IntegralResult:
@@ -69,14 +92,17 @@ def line_integral(
         x0: ``(i,)`` or ``(n, i)`` start points (broadcast against ``x1``).
         x1: ``(n, i)`` end points.
         y0: ``None`` (zero), ``(o,)`` or ``(n, o)`` value at ``x0``.
-        method: registry name (``gauss-legendre`` default, ``gauss-kronrod``, ``rk4``,
+        method: registry name (``adaptive``, ``gauss-legendre``, ``gauss-kronrod``, ``rk4``,
             ``dopri5``) or an ``Integrator``; ``opts`` go to its constructor
-            (``n``, ``error``, ``steps``, ``rtol``, ``atol``, ...).
+            (``rtol``, ``atol``, ``n``, ``error``, ``steps``, ...). ``None`` (default):
+            ``adaptive`` (per-point tolerance ``rtol``/``atol``, defaults following the
+            dtype), or fixed-node ``gauss-legendre`` when ``n`` or ``error`` is given.
         path: ``None``/``"straight"``, ``"bent"`` or a callable ``(t, x0, x1) -> (c, c')``.
 
     Returns:
-        ``IntegralResult`` with ``value (n, o)``, Jacobian evaluations per point, batched calls
-        and an error estimate where the method has one. Differentiable w.r.t. ``jac``'s
+        ``IntegralResult`` with ``value (n, o)``, Jacobian evaluations per point (``evals``
+        ``(n,)`` and ``converged`` for adaptive), batched calls and an error estimate where the
+        method has one. Differentiable w.r.t. ``jac``'s
         parameters, ``x0``, ``x1`` and ``y0``.
     """
     integrator = get_integrator(method, **opts)

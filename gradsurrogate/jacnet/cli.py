@@ -1,12 +1,16 @@
-"""``gradsurrogate jacnet {exp,abs,2d,all}``: the JacNet experiments (resumable).
+"""``gradsurrogate jacnet {exp,abs,2d,100d,all}``: the JacNet experiments (resumable).
 
-1-d runs train on seeds 0..N-1 (the table: mean ± std and the worst-case guarantee check) and
-on ``--figure-seed`` (the figure). Each seed is one record of ``OUT/results.jsonl``; rerunning
-skips finished runs; the report is rebuilt from the records into ``OUT/report.md`` (figures in
-``OUT/figures/``) and printed. The experiment is the positional argument or ``--experiment``
-(the form a W&B sweep passes). ``--method``, ``--lr``, ``--hidden`` and ``--activation`` apply
-to the 2-d run too (its own defaults otherwise: tanh units, ``--steps-2d`` steps); the other
-run settings are 1-d only. Bad values exit with status 2 and ``gradsurrogate jacnet: error:``.
+1-d runs train on seeds 0..N-1 (the table: median, mean ± std and the worst-case guarantee
+check) and on ``--figure-seed`` (the figure), on the reference's protocol by default
+(``--points even``: linspace training points; ``--points random`` draws them). Each seed is
+one record of ``OUT/results.jsonl``, its per-step losses lines of ``OUT/history.jsonl``;
+rerunning skips finished runs; the report is rebuilt from the records into ``OUT/report.md``
+(figures in ``OUT/figures/``) and printed. ``all`` runs exp, abs and 2d. The experiment is the
+positional argument or ``--experiment`` (the form a W&B sweep passes). ``--method``, ``--lr``,
+``--hidden`` and ``--activation`` apply to the 2-d run too (its own defaults otherwise: tanh
+units, ``--steps-2d`` steps). ``gradsurrogate jacnet 100d --help`` lists the 100-d flags
+(minibatches, epochs, per-epoch logs and checkpoints: an interrupted run resumes after its last
+epoch). Bad values exit with status 2 and ``gradsurrogate jacnet: error:``.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from gradsurrogate.tracking import WANDB_MODES
 
 from .exp1d import Config1D
 from .experiment import CHOICES, Plan, run_plans
+from .highdim import Config100D
 from .plane import Config2D
 from .report import write_report
 
-__all__ = ["build_parser", "main", "plan_from_args", "run_sweep"]
+__all__ = ["build_parser", "main", "parse_plan", "plan_from_args", "run_sweep"]
 
 #: 1-d flags that also set the 2-d run when given
-SHARED_2D = ("method", "lr", "hidden", "activation")
+SHARED_2D = ("method", "lr", "hidden", "activation", "anneal")
 _HELPS = {
     "method": "training integrator: gauss-legendre or dopri5 (the reference's); also 2-d",
     "lr": "Adam learning rate (also 2-d)",
@@ -46,6 +51,23 @@ _HELPS = {
     "dtype": "1-d dtype: float32 or float64",
     "grid": "1-d points of the guarantee check on the test interval",
     "inverse_tol": "dopri5 rtol = atol of the learned inverse (1-d)",
+    "points": "1-d training points: even (linspace, the reference) or random (uniform draws)",
+    "eps": "ε of the invertible structure (1-d exp)",
+    "anneal": "annealing threshold scale: sum (batch sum of |y|, the reference) or mean; "
+              "also 2-d",
+}
+_HELPS_100D = {
+    "dim": "input = output dimension", "box": "inputs uniform in [-box, box]^dim",
+    "epochs": "passes over the training set", "batch_size": "minibatch size (0: full batch)",
+    "eps": "ε of the invertible structure", "models": "structures trained side by side",
+    "n_inverse": "test points inverted (round trip)",
+    "refine": "quasi-Newton steps after the inverse ODE",
+    "n_train": "training points", "n_test": "test points", "hidden": "hidden units",
+    "activation": "hidden activation", "lr": "Adam learning rate",
+    "method": "training integrator: gauss-legendre or dopri5",
+    "anneal": "annealing threshold scale: sum (batch sum of |y|, the reference) or mean",
+    "inverse_tol": "dopri5 rtol = atol of the inverse ODE",
+    "max_nodes": "cap of the Gauss-Legendre training node schedule (4..64)",
 }
 
 
@@ -56,21 +78,33 @@ class _RaisingParser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
-def build_parser(raising: bool = False) -> argparse.ArgumentParser:
+def _experiment_of(argv: list[str]) -> str | None:
+    """``100d`` when ``argv`` names it (positional, ``--experiment 100d`` or
+    ``--experiment=100d``): it picks the 100-d flag set; else ``None`` (the 1-d/2-d flags)."""
+    return "100d" if any(a in ("100d", "--experiment=100d") for a in argv) else None
+
+
+def build_parser(raising: bool = False, experiment: str | None = None) -> argparse.ArgumentParser:
+    """The flags of ``experiment`` (``100d``: its own; otherwise the 1-d/2-d ones)."""
     cls = _RaisingParser if raising else argparse.ArgumentParser
     p = cls(prog="gradsurrogate jacnet", allow_abbrev=False, description=__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", nargs="?", choices=CHOICES, help="which experiment to run")
-    p.add_argument("--experiment", dest="experiment_flag", metavar="{exp,abs,2d,all}",
+    p.add_argument("--experiment", dest="experiment_flag", metavar="{" + ",".join(CHOICES) + "}",
                    help="the experiment as a flag (same as the positional)")
     d = Plan()
-    p.add_argument(*flag_names("seeds"), dest="seeds", type=int, metavar="N",
-                   help=f"1-d: seeds 0..N-1 in the table (default: {d.seeds})")
-    p.add_argument(*flag_names("figure_seed"), dest="figure_seed", type=int, metavar="SEED",
-                   help=f"1-d: seed drawn in the figure (default: {d.figure_seed})")
-    p.add_argument(*flag_names("steps_2d"), dest="steps_2d", type=int, metavar="STEPS",
-                   help=f"2-d training steps (default: {d.config_2d.steps})")
-    config_flags(p, Config1D, skip=("target", "seed"), helps=_HELPS)
+    if experiment == "100d":
+        p.add_argument(*flag_names("seeds"), dest="seeds", type=int, metavar="N",
+                       help=f"seeds 0..N-1 (default: {d.seeds_100d})")
+        config_flags(p, Config100D, skip=("seed",), helps=_HELPS_100D)
+    else:
+        p.add_argument(*flag_names("seeds"), dest="seeds", type=int, metavar="N",
+                       help=f"1-d: seeds 0..N-1 in the table (default: {d.seeds})")
+        p.add_argument(*flag_names("figure_seed"), dest="figure_seed", type=int, metavar="SEED",
+                       help=f"1-d: seed drawn in the figure (default: {d.figure_seed})")
+        p.add_argument(*flag_names("steps_2d"), dest="steps_2d", type=int, metavar="STEPS",
+                       help=f"2-d training steps (default: {d.config_2d.steps})")
+        config_flags(p, Config1D, skip=("target", "seed"), helps=_HELPS)
     add_common_flags(p, "runs/jacnet", "gradsurrogate-jacnet")
     return p
 
@@ -86,6 +120,13 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if experiment is None:
         raise ValueError(f"no experiment given; pass one of {', '.join(CHOICES)} "
                          "(positional or --experiment)")
+    if experiment == "100d":
+        if not hasattr(args, "epochs"):
+            raise ValueError("100d flags were parsed with the 1-d parser; use parse_plan")
+        kw100: dict[str, Any] = {"config_100d": config_from_args(Config100D, args)}
+        if args.seeds is not None:
+            kw100["seeds_100d"] = check_int(args.seeds, "--seeds", 1)
+        return Plan.for_experiment(experiment, **kw100)
     base = config_from_args(Config1D, args)
     kw_2d: dict[str, Any] = {k: getattr(args, k) for k in SHARED_2D
                              if getattr(args, k) is not None}
@@ -99,10 +140,17 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     return Plan.for_experiment(experiment, **kw)
 
 
+def parse_plan(argv: list[str], raising: bool = False) -> tuple[Plan, argparse.Namespace]:
+    """``(plan, args)`` of a command line: the experiment picks the flag set."""
+    args = build_parser(raising, _experiment_of(list(argv))).parse_args(list(argv))
+    return plan_from_args(args), args
+
+
 def main(argv: list[str] | None = None) -> int:
     def body() -> int:
-        args = build_parser().parse_args(argv)
-        plan = plan_from_args(args)
+        import sys
+
+        plan, args = parse_plan(sys.argv[1:] if argv is None else list(argv))
         set_threads(args.threads)
         with RunStore(args.out) as store:  # --out checked writable and locked before training
             records = run_plans([plan], store, args.wandb, args.wandb_project)
@@ -121,11 +169,10 @@ def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> i
     before any run. ``common`` carries ``wandb``, ``wandb_project`` and ``threads``; the same
     flags inside a line are ignored. Runs shared by several lines train once.
     """
-    parser = build_parser(raising=True)
     plans = []
     for i, argv in enumerate(argvs, 1):
         try:
-            plans.append(plan_from_args(parser.parse_args(list(argv))))
+            plans.append(parse_plan(list(argv), raising=True)[0])
         except ValueError as err:
             raise ValueError(f"sweep line {i} ({' '.join(argv)}): {err}") from None
     wandb = getattr(common, "wandb", None)

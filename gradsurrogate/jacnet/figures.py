@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-__all__ = ["figure_1d", "figure_2d"]
+__all__ = ["figure_1d", "figure_2d", "figure_100d"]
 
 
 def _loss_panel(ax: Any, record: dict[str, Any], curves: dict[str, Any], method: str) -> None:
@@ -50,8 +50,12 @@ def figure_1d(record: dict[str, Any], curves: dict[str, Any]) -> Figure:
     if s.get("inverse") is not None:
         yv = s["inverse_y"]
         ax.plot(yv, [math.log(v) for v in yv], "k", lw=2, label="true inverse log(y)")
-        ax.plot(yv, s["inverse"], "C0", label="learned inverse (ODE in y)")
+        ax.plot(yv, s["inverse"], "C0", label=f"{s_name}: exact inverse (ODE in y)")
+        if b.get("inverse") is not None:  # the reference's pinv(J + 1e-5 I) path
+            ax.plot(b["inverse_y"], b["inverse"], "C3--", lw=1,
+                    label="unconstrained: pseudo-inverse (not a true inverse)")
         ax.set_xlabel("y")
+        ax.set_ylim(min(grid) - 0.5, max(grid) + 0.5)
         ax.set_title(f"inverse: mean |x̂(y) - log y| = {record['structured']['inverse_mae']:.3f}")
     else:
         ax.plot(grid, s["jacobian"], "C0", label=f"{s_name} J(x)")
@@ -95,5 +99,29 @@ def figure_2d(record: dict[str, Any], curves: dict[str, Any]) -> Figure:
     ax.set_xlabel("training step")
     ax.set_title("training L1 loss")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def figure_100d(history: dict[str, dict[str, list[dict[str, Any]]]]) -> Figure:
+    """Per-epoch training L1 and test error of every model of every 100-d seed
+    (``history``: run key -> model -> epoch lines, as ``experiment.load_history`` gives)."""
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    colors: dict[str, str] = {}
+    for runs in history.values():
+        for model, lines in runs.items():
+            color = colors.setdefault(model, f"C{len(colors)}")
+            epochs = [ln["epoch"] + 1 for ln in lines]
+            first = model not in {t.get_label() for t in axes[0].get_lines()}
+            axes[0].semilogy(epochs, [ln["loss"] for ln in lines], color=color, alpha=0.8,
+                             label=model if first else None)
+            axes[1].semilogy(epochs, [ln.get("test_mae", math.nan) for ln in lines],
+                             color=color, alpha=0.8, label=model if first else None)
+    for ax, title in zip(axes, ("training L1 (mean over the epoch's minibatches)",
+                                "test error mean ‖ŷ - y‖ (16 nodes)")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

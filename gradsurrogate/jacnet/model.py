@@ -8,6 +8,7 @@ Inverses integrate the inverse Jacobian along the straight output path from ``y0
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -31,7 +32,10 @@ class JacNet(nn.Module):
         activation: hidden activation, a name in ``gradsurrogate.activations`` (``leaky_relu`` as
             in the reference).
         x0, y0: anchor ``(i,)``/``(o,)``; default zeros. ``learn_y0`` makes ``y0`` a parameter.
-        method, integrator_opts: default integrator for ``forward`` (Gauss–Legendre).
+        method, integrator_opts: default integrator for ``forward``; ``None`` is
+            ``line_integral``'s default: adaptive Gauss–Kronrod with the dtype's tolerance
+            (``integrate.DEFAULT_TOLERANCES``), or fixed-node Gauss–Legendre when a node count
+            ``n`` is given (in ``integrator_opts`` or per call).
     """
 
     def __init__(
@@ -46,7 +50,7 @@ class JacNet(nn.Module):
         x0: Tensor | None = None,
         y0: Tensor | None = None,
         learn_y0: bool = False,
-        method: str = "gauss-legendre",
+        method: str | None = None,
         integrator_opts: dict[str, Any] | None = None,
         **structure_opts: Any,
     ) -> None:
@@ -77,8 +81,11 @@ class JacNet(nn.Module):
         else:
             self.register_buffer("y0", y0.clone())
         self.integrator_opts = dict(integrator_opts or {})
-        # validated once here (unknown name or option: ValueError), used by every forward
-        self.method = get_integrator(method, **self.integrator_opts).name
+        # validated once here (unknown name or option: ValueError), used by every forward;
+        # None stays None so that per-call options (e.g. n=64) pick the method as in
+        # line_integral
+        resolved = get_integrator(method, **self.integrator_opts).name
+        self.method = None if method is None else resolved
 
     @torch.no_grad()
     def set_anchor(self, x0: Tensor, y0: Tensor) -> None:
@@ -117,44 +124,83 @@ class JacNet(nn.Module):
         return self.integrate(x, **kwargs).value
 
     def solve_inverse(
-        self, y: Tensor, method: str = "dopri5", refine: int = 0, **opts: Any
+        self,
+        y: Tensor,
+        method: str = "dopri5",
+        refine: int = 0,
+        *,
+        pseudo: bool | None = None,
+        damping: float | None = None,
+        forward_opts: dict[str, Any] | None = None,
+        **opts: Any,
     ) -> IntegralResult:
         """``x`` with ``y(x) = y (n, o)``: solve ``dx/dt = J(x)⁻¹ (y - y0)``, ``x(0) = x0``.
 
-        Only for invertible structures (``invertible``, ``orientation``). dopri5 tolerances
-        default to ``rtol = atol = 0.1 · sqrt(machine eps)`` of ``y``'s dtype.
+        Invertible structures (``invertible``, ``orientation``) take this exact path. Any other
+        structure (or ``pseudo=True``) takes the reference's pseudo-inverse path
+        ``dx/dt = pinv(J(x) + δ I) (y - y0)`` (``damping`` δ, default 1e-5; see
+        ``jacnet.pinv``) and, for a non-invertible structure, emits a
+        ``PseudoInverseWarning``: the result is not a true inverse. ``pseudo=False`` refuses
+        non-invertible structures (``ValueError``). dopri5 tolerances default to
+        ``rtol = atol = 0.1 · sqrt(machine eps)`` of ``y``'s dtype.
 
         In 1-d this inverts ``forward`` exactly (up to the solvers' errors). For ``i > 1`` the
         ODE follows a curve while ``forward`` integrates along a straight line, so they agree
         only where ``J`` is curl-free; ``refine`` quasi-Newton steps
-        ``x ← x - J(x)⁻¹ (forward(x) - y)`` then remove the path-dependence mismatch.
+        ``x ← x - J(x)⁻¹ (forward(x) - y)`` (``pinv`` on the pseudo path; ``forward_opts`` go
+        to ``forward``) then remove the path-dependence mismatch; a step is kept per point only
+        where it lowers the residual (with a ``J`` that is not ``forward``'s derivative, plain
+        steps can diverge), so refining never makes a point worse.
         """
-        if not self.structure.invertible:
+        from .pinv import DEFAULT_DAMPING, PseudoInverseWarning, check_damping, pinv_apply
+
+        use_pinv = not self.structure.invertible if pseudo is None else bool(pseudo)
+        if not use_pinv and not self.structure.invertible:
             raise ValueError(
                 f"inverse needs an invertible structure ('invertible' or 'orientation'); this "
-                f"JacNet has structure {self.structure.name!r}"
+                f"JacNet has structure {self.structure.name!r} (pseudo=None or True: "
+                f"pseudo-inverse path)"
             )
         if y.dim() != 2 or y.shape[1] != self.d_out:
             raise ValueError(f"y must have shape (n, {self.d_out}); got {tuple(y.shape)}")
         check_int(refine, "inverse refine", 0)
+        delta = check_damping(DEFAULT_DAMPING if damping is None else damping)
+        if use_pinv and not self.structure.invertible:
+            warnings.warn(
+                f"JacNet structure {self.structure.name!r} is not invertible: inverse() follows "
+                f"dx/dt = pinv(J + {delta:g} I)(y - y0), which is not a true inverse (y(x) may "
+                f"differ from y where J is singular or the model is not injective)",
+                PseudoInverseWarning, stacklevel=3)
+
+        def apply_inv(x: Tensor, r: Tensor) -> Tensor:
+            J = self.jacobian(x)
+            if use_pinv:
+                return pinv_apply(J, r, delta)
+            return torch.linalg.solve(J, r[:, :, None])[:, :, 0]
+
         if method == "dopri5":
             tol = 0.1 * torch.finfo(y.dtype).eps ** 0.5
             opts = {"rtol": tol, "atol": tol, **opts}
         dy = y - self.y0.to(y)
 
         def rhs(t: Tensor, x: Tensor) -> Tensor:
-            return torch.linalg.solve(self.jacobian(x), dy[:, :, None])[:, :, 0]
+            return apply_inv(x, dy)
 
         x0 = self.x0.to(y).expand(y.shape[0], self.d_in).contiguous()
         res = solve_path_ode(rhs, x0, method=method, **opts)
-        for _ in range(refine):
-            r = self.forward(res.value) - y
-            step = torch.linalg.solve(self.jacobian(res.value), r[:, :, None])[:, :, 0]
-            res.value = res.value - step
+        if refine:
+            r = self.forward(res.value, **(forward_opts or {})) - y
+        for _ in range(refine):  # a step is kept only where it lowers ‖forward(x) - y‖
+            cand = res.value - apply_inv(res.value, r)
+            r_cand = self.forward(cand, **(forward_opts or {})) - y
+            better = (r_cand.norm(dim=-1) < r.norm(dim=-1))[:, None]
+            res.value = torch.where(better, cand, res.value)
+            r = torch.where(better, r_cand, r)
         return res
 
     def inverse(self, y: Tensor, method: str = "dopri5", refine: int = 0, **opts: Any) -> Tensor:
-        """``x (n, i)`` with ``y(x) = y``; see ``solve_inverse``."""
+        """``x (n, i)`` with ``y(x) = y``; see ``solve_inverse`` (also its ``pseudo``,
+        ``damping`` and ``forward_opts``)."""
         return self.solve_inverse(y, method=method, refine=refine, **opts).value
 
     def path_gap(self, x: Tensor, amount: float = 0.5, **opts: Any) -> Tensor:

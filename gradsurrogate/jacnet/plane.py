@@ -20,7 +20,7 @@ from gradsurrogate.registry import check_choice, check_int, check_number
 
 from .config import check_activation, set_fields
 from .model import JacNet
-from .training import TRAIN_METHODS, train
+from .training import ANNEAL_SCALES, TRAIN_METHODS, train
 
 __all__ = ["EVAL_2D", "MODELS_2D", "Config2D", "diffeo", "run_2d", "scalar"]
 
@@ -43,7 +43,8 @@ class Config2D:
     """The 2-d run (all five models of ``MODELS_2D`` on one seed), validated once.
 
     Points are uniform in ``[-box, box]²``; ``depth`` hidden layers; ``refine`` quasi-Newton
-    steps after the ODE inverse, whose dopri5 rtol = atol is ``inverse_tol``."""
+    steps after the ODE inverse, whose dopri5 rtol = atol is ``inverse_tol``; ``anneal`` the
+    annealing threshold's scale (``sum``: batch sum of ``|y|``, the reference; ``mean``)."""
 
     n_train: int = 256
     n_test: int = 400
@@ -57,6 +58,7 @@ class Config2D:
     method: str = "gauss-legendre"
     refine: int = 5
     inverse_tol: float = 1e-5
+    anneal: str = "sum"
 
     def __post_init__(self) -> None:
         for name, low in (("n_train", 1), ("n_test", 1), ("hidden", 1), ("depth", 1),
@@ -69,7 +71,14 @@ class Config2D:
             lr=check_number(self.lr, "lr"),
             method=check_choice(self.method, TRAIN_METHODS, "training method"),
             inverse_tol=check_number(self.inverse_tol, "inverse_tol", 0.0, 1.0, high_open=True),
+            anneal=check_choice(self.anneal, ANNEAL_SCALES, "annealing scale"),
         )
+
+    @classmethod
+    def from_record(cls, config: dict[str, Any]) -> Config2D:
+        """The config of a stored record; records from before ``anneal`` existed used the
+        mean rule."""
+        return cls(**{"anneal": "mean", **config})
 
 
 #: (task, structure) of the 2-d models, in training order
@@ -99,7 +108,7 @@ def run_2d(cfg: Config2D) -> dict[str, Any]:
         d_out = 2 if task == "vector" else 1
         model = JacNet(2, d_out, cfg.hidden, cfg.depth, structure, activation=cfg.activation,
                        y0=f(torch.zeros(1, 2))[0])
-        fit = train(model, x_tr, f(x_tr), cfg.steps, cfg.lr, cfg.method)
+        fit = train(model, x_tr, f(x_tr), cfg.steps, cfg.lr, cfg.method, anneal=cfg.anneal)
         history = fit.history
         if fit.diverged:
             name = f"{task}/{structure}"

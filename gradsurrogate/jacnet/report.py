@@ -2,8 +2,9 @@
 ``OUT/report.md`` with ``OUT/figures/jacnet_*.png``.
 
 1-d sections: one table per (target, settings) over seeds ``0..seeds-1``, errors as
-mean ± std and the guarantee columns worst case over seeds; diverged seeds are listed and
-left out of the table. 2-d: one row per model.
+median (mean ± std) and the guarantee columns worst case over seeds; diverged seeds are listed
+and left out of the table. 2-d: one row per model. 100-d: one row per model over seeds, and a
+figure of the per-epoch logs (``OUT/history.jsonl``).
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from gradsurrogate.io import save_figure, write_text_atomic
-from gradsurrogate.runs import non_default_fields
+from gradsurrogate.runs import RunStore, non_default_fields
 
 from .exp1d import Config1D, summary_rows
-from .experiment import Plan, curves_path, load_curves, record_key
-from .figures import figure_1d, figure_2d
+from .experiment import Plan, curves_path, load_curves, load_history, record_key
+from .figures import figure_1d, figure_2d, figure_100d
+from .highdim import Config100D
 from .plane import Config2D
 
-__all__ = ["figure_name", "table_1d", "table_2d", "write_report"]
+__all__ = ["figure_name", "table_1d", "table_2d", "table_100d", "write_report"]
 
 
 def _num(x: float | None) -> str:
@@ -41,6 +43,14 @@ def _fmt(vals: list[float | None]) -> str:
     return f"{_num(statistics.mean(xs))} ± {_num(statistics.stdev(xs))}"
 
 
+def _med(vals: list[float | None]) -> str:
+    """``median (mean ± std)`` over seeds (one value: itself)."""
+    xs = [math.nan if v is None else float(v) for v in vals]
+    if len(xs) == 1:
+        return _num(xs[0])
+    return f"{_num(statistics.median(xs))} ({_fmt(xs)})"
+
+
 def _worst(vals: list[float | None], pick: Any) -> float:
     xs = [math.nan if v is None else float(v) for v in vals]
     return math.nan if any(math.isnan(x) for x in xs) else pick(xs)
@@ -48,14 +58,15 @@ def _worst(vals: list[float | None], pick: Any) -> float:
 
 def table_1d(records: list[dict[str, Any]]) -> str:
     """Markdown table over seeds (finished records of one target and setting)."""
-    lines = ["| target | model | train L1 | test MAE | test max err | min slope | max abs slope |",
+    lines = ["| target | model | train L1, median (mean ± std) | test MAE, median (mean ± std) | "
+             "test max err | min slope | max abs slope |",
              "|---|---|---|---|---|---|---|"]
     rows = [summary_rows(r) for r in records]
     for k in range(2):
         per = [rs[k] for rs in rows]
         lines.append(
             f"| {per[0]['target']} | {per[0]['model']} ({per[0]['structure']}) | "
-            f"{_fmt([p['train L1'] for p in per])} | {_fmt([p['test MAE'] for p in per])} | "
+            f"{_med([p['train L1'] for p in per])} | {_med([p['test MAE'] for p in per])} | "
             f"{_fmt([p['test max'] for p in per])} | "
             f"{_worst([p['min slope'] for p in per], min):.2e} | "
             f"{_num(_worst([p['max |slope|'] for p in per], max))} |"
@@ -144,10 +155,67 @@ def _section_1d(out: Path, target: str, plan: Plan, records: dict[str, dict[str,
         inv = [r["structured"] for r in ok if "inverse_mae" in r["structured"]]
         if inv:
             body.append(f"learned inverse vs log: mean |x̂(y) - log y| = "
-                        f"{_fmt([s['inverse_mae'] for s in inv])}; round trip max "
-                        f"{_fmt([s['round_trip_max'] for s in inv])}")
+                        f"{_med([s['inverse_mae'] for s in inv])}; round trip max on the test "
+                        f"points {_med([s['round_trip_max'] for s in inv])}, on the training "
+                        f"points {_med([s.get('round_trip_train_max') for s in inv])}")
+        pinv = [r["baseline"] for r in ok if "inverse_mae" in r["baseline"]]
+        if pinv:
+            body.append(f"pseudo-inverse of the unconstrained model (not a true inverse) vs log: "
+                        f"mean |x̂(y) - log y| = {_med([b['inverse_mae'] for b in pinv])}")
     body.append(_figure(out, target, plan, records))
     return head + "\n" + "\n".join(body) + "\n"
+
+
+_COLS_100D = (("train L1", "train_l1"), ("test MAE", "test_mae"), ("relative", "test_rel"),
+              ("min eig (J+Jᵀ)/2", "min_sym_eig"), ("det J > 0", "det_pos_frac"),
+              ("cond J, median", "cond_median"), ("cond J, max", "cond_max"),
+              ("round trip max ‖x̂−x‖, ODE", "round_trip_max"),
+              ("+refine", "round_trip_max_refined"),
+              ("residual max ‖ŷ(x̂)−ŷ‖, ODE", "residual_max"),
+              ("+refine", "residual_max_refined"),
+              ("inverse of true y vs x", "inverse_mae"), ("train s", "train_time"))
+
+
+def table_100d(records: list[dict[str, Any]]) -> str:
+    """Markdown table of the 100-d models over finished seeds: median (mean ± std)."""
+    names = list(records[0]["models"])
+    lines = ["| model | " + " | ".join(c for c, _ in _COLS_100D) + " |",
+             "|---|" + "---|" * len(_COLS_100D)]
+    for name in names:
+        ms = [r["models"][name] for r in records if "test_mae" in r["models"].get(name, {})]
+        if not ms:
+            continue
+        cells = [_med([m.get(k) for m in ms]) if k in ms[0] else "–" for _, k in _COLS_100D]
+        label = name + ("" if ms[0].get("inverse_exact", True) else " (pseudo-inverse)")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    ref = [r["reference"] for r in records]
+    lines.append(f"\nreference points: affine least-squares fit of the training set, test "
+                 f"MAE {_med([x['affine_test_mae'] for x in ref])}; the constant y0, "
+                 f"{_med([x['anchor_test_mae'] for x in ref])}")
+    return "\n".join(lines)
+
+
+def _section_100d(out: Path, plan: Plan, records: dict[str, dict[str, Any]]) -> str:
+    cfgs = plan.table_runs("100d")
+    recs = [records[record_key(c)] for c in cfgs]
+    base = plan.config_100d
+    head = (f"## 100-d ({base.method}, seeds 0..{plan.seeds_100d - 1})\n\nsettings: "
+            + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(base).items()
+                        if k != "seed") + "\n")
+    ok = [r for r in recs if all("test_mae" in m for m in r["models"].values())]
+    body = [table_100d(ok) if ok else "no seed finished every model"]
+    body += [_diverged_line(r, f"seed {r['config']['seed']}") for r in recs if r["diverged"]]
+    keys = [record_key(c) for c in cfgs]
+    history = {k: load_history(RunStore(out), k) for k in keys}
+    name = f"jacnet_100d_{run_id_of(base)}.png"
+    save_figure(figure_100d(history), out / "figures" / name, dpi=80)
+    body.append(f"\nper-epoch logs (OUT/history.jsonl): ![100d](figures/{name})")
+    return head + "\n" + "\n".join(body) + "\n"
+
+
+def run_id_of(cfg: Config100D) -> str:
+    """Short name of a 100-d setting (seed left out) for its figure file."""
+    return record_key(dataclasses.replace(cfg, seed=0)).split("-", 1)[1]
 
 
 def _section_2d(out: Path, plan: Plan, records: dict[str, dict[str, Any]]) -> str:
@@ -174,12 +242,18 @@ def write_report(out: str | Path, plans: Iterable[Plan],
     for plan in plans:
         for name in plan.experiments:
             ident = ((name, dataclasses.astuple(plan.config_2d)) if name == "2d" else
+                     (name, dataclasses.astuple(plan.config_100d), plan.seeds_100d)
+                     if name == "100d" else
                      (name, dataclasses.astuple(plan.base_1d), plan.seeds, plan.figure_seed))
             if ident in seen:
                 continue
             seen.add(ident)
-            sections.append(_section_2d(out, plan, records) if name == "2d"
-                            else _section_1d(out, name, plan, records))
+            if name == "2d":
+                sections.append(_section_2d(out, plan, records))
+            elif name == "100d":
+                sections.append(_section_100d(out, plan, records))
+            else:
+                sections.append(_section_1d(out, name, plan, records))
     text = "# JacNet report\n\n" + "\n".join(sections)
     write_text_atomic(out / "report.md", text)
     return text
