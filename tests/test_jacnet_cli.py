@@ -298,3 +298,16 @@ def test_tracker_gets_the_resolved_config_and_per_step_losses(tmp_path: Path, mo
     assert [step for step, _ in t["logs"]] == [0, 1, 2]
     assert set(t["logs"][0][1]) == {"structured/loss", "baseline/loss"}
     assert t["summary"]["structured/test_mae"] == records(tmp_path)[0]["structured"]["test_mae"]
+
+
+def test_report_command_rebuilds_a_jacnet_folder(tmp_path, capsys):
+    from gradsurrogate.cli import main as gs_main
+
+    out = tmp_path / "j"
+    assert main(["abs", *TINY, "--out", str(out), "--wandb", "disabled"]) == 0
+    first = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    assert gs_main(["report", str(out), "abs", *TINY]) == 0
+    assert (out / "report.md").read_text() == first
+    assert gs_main(["report", str(out), "exp", *TINY]) == 2  # exp never ran there
+    assert "lacks 2 of the 2 runs" in capsys.readouterr().err  # seeds 0, 1 (figure seed 0)

@@ -16,9 +16,12 @@ epoch). Bad values exit with status 2 and ``gradsurrogate jacnet: error:``.
 from __future__ import annotations
 
 import argparse
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from gradsurrogate.cli import (
+    RaisingParser,
     add_common_flags,
     config_flags,
     config_from_args,
@@ -31,12 +34,14 @@ from gradsurrogate.runs import RunStore
 from gradsurrogate.tracking import WANDB_MODES
 
 from .exp1d import Config1D
-from .experiment import CHOICES, Plan, run_plans
+from .experiment import CHOICES, Plan, record_key, run_plans
 from .highdim import Config100D
 from .plane import Config2D
 from .report import write_report
 
-__all__ = ["build_parser", "main", "parse_plan", "plan_from_args", "run_sweep"]
+PART = "jacnet"  # the part marker of the folders this command writes
+
+__all__ = ["build_parser", "main", "parse_plan", "plan_from_args", "report_main", "run_sweep"]
 
 #: 1-d flags that also set the 2-d run when given
 SHARED_2D = ("method", "lr", "hidden", "activation", "anneal")
@@ -71,13 +76,6 @@ _HELPS_100D = {
 }
 
 
-class _RaisingParser(argparse.ArgumentParser):
-    """Raises ``ValueError`` instead of printing usage and exiting (sweep lines)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(message)
-
-
 def _experiment_of(argv: list[str]) -> str | None:
     """``100d`` when ``argv`` names it (positional, ``--experiment 100d`` or
     ``--experiment=100d``): it picks the 100-d flag set; else ``None`` (the 1-d/2-d flags)."""
@@ -86,7 +84,7 @@ def _experiment_of(argv: list[str]) -> str | None:
 
 def build_parser(raising: bool = False, experiment: str | None = None) -> argparse.ArgumentParser:
     """The flags of ``experiment`` (``100d``: its own; otherwise the 1-d/2-d ones)."""
-    cls = _RaisingParser if raising else argparse.ArgumentParser
+    cls = RaisingParser if raising else argparse.ArgumentParser
     p = cls(prog="gradsurrogate jacnet", allow_abbrev=False, description=__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", nargs="?", choices=CHOICES, help="which experiment to run")
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
         plan, args = parse_plan(sys.argv[1:] if argv is None else list(argv))
         set_threads(args.threads)
-        with RunStore(args.out) as store:  # --out checked writable and locked before training
+        with RunStore(args.out, part=PART) as store:  # writable + locked before training
             records = run_plans([plan], store, args.wandb, args.wandb_project)
             text = write_report(store.out, [plan], records)
         print(text, flush=True)
@@ -180,9 +178,39 @@ def run_sweep(argvs: list[list[str]], out: str, common: argparse.Namespace) -> i
         check_choice(wandb, WANDB_MODES, "W&B mode")
     threads = getattr(common, "threads", None)
     set_threads(1 if threads is None else threads)
-    with RunStore(out) as store:
+    with RunStore(out, part=PART) as store:
         records = run_plans(plans, store, wandb,
                             getattr(common, "wandb_project", None) or "gradsurrogate-jacnet")
         text = write_report(store.out, plans, records)
     print(text, flush=True)
     return 0
+
+
+def report_main(argv: Sequence[str]) -> int:
+    """``gradsurrogate report DIR [EXPERIMENT] [jacnet flags]``: rebuild ``DIR/report.md`` and
+    its figures for the runs those flags describe (default: every experiment at its default
+    settings) from the stored records. Trains nothing: a run missing from ``DIR`` is an error
+    naming the command that finishes it."""
+
+    def body() -> int:
+        args = list(argv)
+        folder = next((a for a in args if not a.startswith("-") and Path(a).is_dir()), None)
+        if folder is None:
+            raise ValueError("give the results folder: gradsurrogate report DIR [jacnet flags]")
+        rest = [a for a in args if a != folder]
+        if not any(a in CHOICES or a.startswith("--experiment") for a in rest):
+            rest = ["all", *rest]
+        plan, _ = parse_plan(rest, raising=True)
+        with RunStore(folder, part=PART) as store:
+            stored = store.records()
+            keys = {record_key(cfg) for cfg in plan.configs()}
+            missing = sorted(keys - set(stored))
+            if missing:
+                raise ValueError(f"{folder!r} lacks {len(missing)} of the {len(keys)} runs of "
+                                 f"this report (e.g. {missing[0]}); run `gradsurrogate jacnet "
+                                 f"{' '.join(rest)} --out {folder}` to finish them")
+            text = write_report(store.out, [plan], {k: stored[k] for k in keys})
+        print(text, flush=True)
+        return 0
+
+    return run_command("report", body)
