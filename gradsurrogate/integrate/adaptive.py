@@ -15,10 +15,10 @@ the error left in the unsplit leaves is at most ``split`` times the tolerance (a
 QUADPACK's global adaptivity); converged points stop. All nodes of all new leaves of all points
 go into ONE Jacobian call per level. Subdivision decisions are made without gradients; the
 value is ``Σ_leaves h Σ_k wK_k J(c(t_k)) c'(t_k)``, so when gradients are needed the accepted
-leaves are evaluated once more in one differentiable call (skipped when the first level already
-converged). Budgets (``limit`` leaves per point, ``max_levels`` levels, the width and rounding
-floors) end the refinement with the best estimate, its error estimate, ``converged = False``
-and an ``AdaptiveWarning``.
+leaves of the points that were refined are evaluated once more in one differentiable call
+(points that converged at the first level keep its graph). Budgets (``limit`` leaves per
+point, ``max_levels`` levels, the width and rounding floors) end the refinement with the best
+estimate, its error estimate, ``converged = False`` and an ``AdaptiveWarning``.
 """
 
 from __future__ import annotations
@@ -185,18 +185,19 @@ class Adaptive(Integrator):
                 val[cr, cc], err[cr, cc] = cval, cerr
                 calls, levels = calls + 1, levels + 1
         leaves = torch.arange(a.shape[1], device=dev)[None, :] < count[:, None]
-        evals = k_nodes * (count + self._parents(count))
-        if not first.requires_grad:
-            out = value
-        elif levels == 0:
+        evals = k_nodes * (2 * count - self.initial)  # each bisection: one leaf more, two new
+        out = value
+        if first.requires_grad:  # points never split keep the first call's graph
             out = first.reshape(n, cap, -1).sum(1)
-        else:  # differentiable re-evaluation of the accepted leaves, one call
-            rows, cols = leaves.nonzero(as_tuple=True)
-            la, lh = a[rows, cols], h[rows, cols]
-            contrib = rule.weigh(rule.evaluate(rows, la, lh), lh)
-            out = contrib.new_zeros(n, contrib.shape[-1]).index_add(0, rows, contrib)
-            evals = evals + k_nodes * count
-            calls += 1
+            refined = count > self.initial
+            if bool(refined.any()):  # differentiable re-evaluation of their leaves, one call
+                rows, cols = (leaves & refined[:, None]).nonzero(as_tuple=True)
+                la, lh = a[rows, cols], h[rows, cols]
+                contrib = rule.weigh(rule.evaluate(rows, la, lh), lh)
+                again = contrib.new_zeros(n, contrib.shape[-1]).index_add(0, rows, contrib)
+                out = torch.where(refined[:, None], again, out)
+                evals = evals + k_nodes * count * refined
+                calls += 1
         finite = torch.isfinite(total)
         converged = finite & ~active
         if bool((finite & active).any()):
@@ -207,14 +208,10 @@ class Adaptive(Integrator):
                 f"{self.max_levels}, or the width/roundoff floor); largest error estimate "
                 f"{error[bad].max().item():.3g}; returning the best estimate "
                 "(IntegralResult.converged marks the points)",
-                AdaptiveWarning, stacklevel=4)
+                AdaptiveWarning, stacklevel=3)
         mean_evals = math.ceil(evals.sum().item() / n)
         return IntegralResult(out, mean_evals, calls, error, self.name, evals=evals,
                               converged=converged)
-
-    def _parents(self, count: Tensor) -> Tensor:
-        """Leaves evaluated and then split: each bisection adds one leaf."""
-        return count - self.initial
 
     def _choose(self, s: Tensor, total: Tensor, splittable: Tensor, count: Tensor) -> Tensor:
         """Leaves to bisect ``(n, c)`` bool: per point, in order of decreasing ``s``, the
