@@ -18,10 +18,10 @@ from torch import Tensor
 from gradsurrogate.integrate import line_integral
 from gradsurrogate.registry import check_choice, check_int, check_number, lookup
 
-from .config import check_activation, check_range, set_fields
+from .config import check_range, set_fields, training_fields
 from .model import JacNet
 from .pinv import PseudoInverseWarning
-from .training import ANNEAL_SCALES, TRAIN_METHODS, train
+from .training import train
 
 __all__ = ["DTYPES", "EVAL_1D", "POINTS", "TARGETS_1D", "Config1D", "Target1D", "get_target",
            "run_1d", "summary_rows", "training_points"]
@@ -95,14 +95,10 @@ class Config1D:
             target=check_choice(self.target, TARGETS_1D, "1-d target"),
             train_range=check_range(self.train_range, "train_range"),
             test_range=check_range(self.test_range, "test_range"),
-            activation=check_activation(self.activation),
-            lr=check_number(self.lr, "lr"),
-            method=check_choice(self.method, TRAIN_METHODS, "training method"),
+            **training_fields(self),
             dtype=check_choice(self.dtype, DTYPES, "dtype"),
-            inverse_tol=check_number(self.inverse_tol, "inverse_tol", 0.0, 1.0, high_open=True),
             points=check_choice(self.points, POINTS, "training points"),
             eps=check_number(self.eps, "eps"),
-            anneal=check_choice(self.anneal, ANNEAL_SCALES, "annealing scale"),
         )
 
     @classmethod

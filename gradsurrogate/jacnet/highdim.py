@@ -31,10 +31,10 @@ from torch import Tensor
 from gradsurrogate.io import atomic_path
 from gradsurrogate.registry import check_choice, check_int, check_number
 
-from .config import check_activation, set_fields
+from .config import set_fields, training_fields
 from .model import JacNet
 from .pinv import PseudoInverseWarning
-from .training import ANNEAL_SCALES, TRAIN_METHODS, Trainer
+from .training import Trainer
 
 __all__ = ["EVAL_100D", "MODELS_100D", "TARGET_SEED", "CheckpointWarning", "Config100D",
            "Target100D", "run_100d"]
@@ -89,14 +89,10 @@ class Config100D:
             raise ValueError(f"models must name at least one of {', '.join(MODELS_100D)}")
         set_fields(
             self,
+            **training_fields(self),
             box=check_number(self.box, "box"),
-            activation=check_activation(self.activation),
-            lr=check_number(self.lr, "lr"),
-            method=check_choice(self.method, TRAIN_METHODS, "training method"),
             eps=check_number(self.eps, "eps"),
-            anneal=check_choice(self.anneal, ANNEAL_SCALES, "annealing scale"),
             models=tuple(check_choice(m, MODELS_100D, "100-d model structure") for m in models),
-            inverse_tol=check_number(self.inverse_tol, "inverse_tol", 0.0, 1.0, high_open=True),
         )
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models must not repeat; got {self.models!r}")

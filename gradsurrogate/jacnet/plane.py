@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gradsurrogate.registry import check_choice, check_int, check_number
+from gradsurrogate.registry import check_int, check_number
 
-from .config import check_activation, set_fields
+from .config import set_fields, training_fields
 from .model import JacNet
-from .training import ANNEAL_SCALES, TRAIN_METHODS, train
+from .training import train
 
 __all__ = ["EVAL_2D", "MODELS_2D", "Config2D", "diffeo", "run_2d", "scalar"]
 
@@ -64,15 +64,7 @@ class Config2D:
         for name, low in (("n_train", 1), ("n_test", 1), ("hidden", 1), ("depth", 1),
                           ("steps", 1), ("seed", 0), ("refine", 0)):
             check_int(getattr(self, name), name, low)
-        set_fields(
-            self,
-            box=check_number(self.box, "box"),
-            activation=check_activation(self.activation),
-            lr=check_number(self.lr, "lr"),
-            method=check_choice(self.method, TRAIN_METHODS, "training method"),
-            inverse_tol=check_number(self.inverse_tol, "inverse_tol", 0.0, 1.0, high_open=True),
-            anneal=check_choice(self.anneal, ANNEAL_SCALES, "annealing scale"),
-        )
+        set_fields(self, **training_fields(self), box=check_number(self.box, "box"))
 
     @classmethod
     def from_record(cls, config: dict[str, Any]) -> Config2D:
