@@ -100,8 +100,7 @@ def report_main(argv: Sequence[str]) -> int:
         print(f"gradsurrogate report: error: {folder!r} holds no gradsurrogate results (no "
               "part marker); run a command with --out pointing there first", file=sys.stderr)
         return 2
-    target = {"xor": "gradsurrogate.xor.cli"}.get(part) or \
-        COMMANDS.get(part, ("",))[0].split(":")[0]
+    target = COMMANDS.get(part, ("",))[0].split(":")[0]
     module = importlib.import_module(target) if target else None
     if module is None or not hasattr(module, "report_main"):
         print(f"gradsurrogate report: error: {folder!r} was written by {part!r}, which has no "

@@ -327,7 +327,7 @@ def write_report(out_dir: str | Path, figures: str | Path | None = None) -> Path
     figures.mkdir(parents=True, exist_ok=True)
     rows = summarise(records)
     show = _showcase(rows)
-    curves = read_curves(out_dir, [r["run_ids"][0] for r in show])
+    curves = read_curves(out_dir, [r["run_ids"][0] for r in show], records)
     plot_acc_vs_p(rows, figures / "acc_vs_p.png")
     plot_curves(show, curves, figures / "curves.png")
     plot_boundaries(show, curves, figures / "boundaries.png")

@@ -44,12 +44,13 @@ def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
     return list(RunStore(out_dir).records(RESULTS, _rekey).values())
 
 
-def read_curves(out_dir: str | Path, run_ids: Iterable[str] | None = None
-                ) -> dict[str, dict[str, Any]]:
-    """Curves of ``out_dir/curves.jsonl`` by ``run_id`` (only ``run_ids`` when given)."""
+def read_curves(out_dir: str | Path, run_ids: Iterable[str] | None = None,
+                records: Iterable[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Curves of ``out_dir/curves.jsonl`` by ``run_id`` (only ``run_ids`` when given).
+    ``records``: the folder's :func:`read_results`, if the caller has them already."""
     wanted = None if run_ids is None else set(run_ids)
-    renamed = {r["stored_run_id"]: r["run_id"] for r in read_results(out_dir)
-               if "stored_run_id" in r}
+    records = read_results(out_dir) if records is None else records
+    renamed = {r["stored_run_id"]: r["run_id"] for r in records if "stored_run_id" in r}
     out = {}
     for key, curves in RunStore(out_dir).records(CURVES).items():
         key = renamed.get(key, key)
