@@ -19,10 +19,10 @@ from torch import Tensor
 
 from .backward import (
     BackwardSpec,
+    FeedbackMode,
     Generators,
     Learned,
     NoGrad,
-    RandomFeedback,
 )
 
 __all__ = [
@@ -189,10 +189,8 @@ class SurrogateFunction(torch.autograd.Function):
             if isinstance(spec.grad_input, Learned):
                 gi = spec.grad_input(g, x)
             else:
-                if isinstance(spec.weight, RandomFeedback):
-                    if feedback is None:
-                        raise RuntimeError("weight='random' needs a feedback matrix")
-                    w_used = feedback
+                if isinstance(spec.weight, FeedbackMode):
+                    w_used = spec.weight.matrix(w, feedback, gen, ens)
                 elif isinstance(spec.weight, Learned):
                     w_used = spec.weight(w)
                 else:
@@ -243,7 +241,7 @@ def _apply(op: LayerOp, x: Tensor, weight: Tensor, bias: Tensor | None,
            recorder: Recorder | None, ensemble: bool) -> Tensor:
     _check_tensors(x, weight, bias, feedback)
     spec = BackwardSpec.coerce(spec)
-    if isinstance(spec.weight, RandomFeedback) and feedback is None:
+    if getattr(spec.weight, "stateful", False) and feedback is None:
         raise ValueError(
             "weight='random' (feedback alignment) needs a fixed feedback matrix: pass "
             "feedback=RandomFeedback().draw(weight, generator) once and reuse it, or use "

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from .backward import BackwardSpec, Generators, RandomFeedback
+from .backward import BackwardSpec, FeedbackMode, Generators
 from .functional import Recorder, surrogate_conv2d, surrogate_linear
 from .registry import check_int
 
@@ -80,10 +80,10 @@ class SurrogateMixin(nn.Module):
     def spec(self, value: SpecLike | None) -> None:
         spec = BackwardSpec.coerce(value)
         self._spec = spec
-        if isinstance(spec.weight, RandomFeedback) and (
+        if isinstance(spec.weight, FeedbackMode) and (
             self.feedback is None or self.feedback.shape != self.weight.shape
         ):
-            self.feedback = spec.weight.draw(self.weight, self.generator, self.is_ensemble)
+            self.feedback = spec.weight.init_state(self.weight, self.generator, self.is_ensemble)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, spec={self.spec}"

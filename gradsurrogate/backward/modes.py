@@ -36,6 +36,7 @@ __all__ = [
     "BackwardMode",
     "Blend",
     "Exact",
+    "FeedbackMode",
     "Flip",
     "Learned",
     "NoGrad",
@@ -224,17 +225,42 @@ class NoGrad(BackwardMode):
         return torch.zeros_like(t)
 
 
+class FeedbackMode(BackwardMode):
+    """A mode for target ``weight`` that supplies the feedback matrix ``B`` of
+    ``grad_input = grad_output @ B`` (feedback alignment and its relatives).
+
+    The layer calls :meth:`init_state` once when the spec is set (a fixed per-layer tensor
+    shaped like ``W``, kept as the layer's ``feedback`` buffer, or ``None``) and
+    :meth:`matrix` at every backward call. ``apply`` is never called for these modes.
+    """
+
+    targets: ClassVar[frozenset[str]] = frozenset({"weight"})
+
+    def init_state(self, weight: Tensor, generator: Generators = None,
+                   ensemble: bool = False) -> Tensor | None:
+        """Fixed state drawn once per layer (shaped like ``weight``), or ``None``."""
+        return None
+
+    def matrix(self, weight: Tensor, state: Tensor | None, generator: Generators = None,
+               ensemble: bool = False) -> Tensor:
+        """The ``B`` (shaped like ``weight``) used by this backward call."""
+        raise NotImplementedError
+
+    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
+        raise RuntimeError(f"mode {self.name!r} is applied by the layer through matrix()")
+
+
 @dataclasses.dataclass(frozen=True)
-class RandomFeedback(BackwardMode):
+class RandomFeedback(FeedbackMode):
     """Feedback alignment: ``grad_input = grad_output @ B`` with a fixed random ``B``.
 
     ``B`` is drawn once per layer by :meth:`draw` (uniform like ``nn.Linear``'s init, bound
-    ``scale/sqrt(fan_in)``) and kept by the layer; ``apply`` is never called for this mode.
+    ``scale/sqrt(fan_in)``) and kept by the layer.
     """
 
     scale: float = 1.0
     name: ClassVar[str] = "random"
-    targets: ClassVar[frozenset[str]] = frozenset({"weight"})
+    stateful: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", check_number(self.scale, "mode 'random': scale"))
@@ -250,8 +276,15 @@ class RandomFeedback(BackwardMode):
         u = uniform_like(weight.detach(), generator, ensemble)
         return (2 * u - 1) * bound
 
-    def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
-        raise RuntimeError("RandomFeedback is applied by the layer through its feedback matrix")
+    def init_state(self, weight: Tensor, generator: Generators = None,
+                   ensemble: bool = False) -> Tensor | None:
+        return self.draw(weight, generator, ensemble)
+
+    def matrix(self, weight: Tensor, state: Tensor | None, generator: Generators = None,
+               ensemble: bool = False) -> Tensor:
+        if state is None:
+            raise RuntimeError(f"weight={str(self)!r} needs the layer's fixed feedback matrix")
+        return state
 
     def __str__(self) -> str:
         return "random" if self.scale == 1.0 else f"random:{_num(self.scale)}"
