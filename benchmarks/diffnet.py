@@ -1,94 +1,233 @@
-"""Speed of DifferentialMLP's analytic Jacobians / Hessians against torch.func, one run.
+"""DifferentialMLP's J / H / training step against torch.func on the plain MLP a user would
+write (``nn.Sequential`` of ``nn.Linear`` + ``nn.Softplus`` holding the same weights).
 
-Setting of issue 7: batch 1024, 3 hidden layers of 128 (softplus), float32, 2 threads,
-(n, m) in {(2, 1), (2, 2), (16, 1), (16, 16)}. Every time is also given as a multiple of the
-plain forward pass of the same row, and the speed-up of this package over the best
-torch.func method. Prints a Markdown table.
+Setting of issue 14: batch 1024, 3 hidden layers of 128 (softplus), float32, 2 threads,
+rows (n, m) in {(2, 1), (2, 2), (16, 1), (1, 16), (16, 16)}. Per row every method of a
+group runs once per round, the rounds interleave all methods (so load drifts hit them all
+alike), and each time is the median over rounds. "×fwd" = median over rounds of
+time / the plain ``nn.Sequential`` forward of the same round. The baseline of a group is
+its fastest torch.func method (eager; the ``torch.compile`` d ones are listed beside it).
 
-    .venv/bin/python benchmarks/diffnet.py [--repeats 30] [--threads 2]
+torch.func methods (``f`` = the plain MLP, ``x`` (B, n)):
+
+* J: ``vmap(jacrev(f))``, ``vmap(jacfwd(f))``; ``vjp-batch``: one ``vjp`` of the batch
+  with ``vmap`` over the m output rows (the "jacrev of the sum" trick, exact because
+  samples do not interact); ``jvp-batch``: ``vmap`` over the n input directions of one
+  ``jvp`` of the batch.
+* H (m = 1): ``vmap(hessian(f))``, ``vmap(jacrev(jacrev(f)))``; ``fwd-over-rev-batch``:
+  ``vmap`` over the n directions of ``jvp`` of ``grad(sum f)``.
+* train: forward + backward (weight gradients) of ``mean(y²) + mean(J²)``, J by each J
+  method under ordinary autograd.
+
+Peak memory (H): the largest total of CPU allocations live at once during one call,
+above what was live before it, read from ``torch.profiler``'s memory events
+(``profile_memory=True``; every CPU tensor allocation and free with its size).
+
+    .venv/bin/python benchmarks/diffnet.py [--repeats 30] [--threads 2] [--no-compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
 import torch
-from torch.func import hessian, jacfwd, jacrev, vmap
+from torch import Tensor, nn
+from torch.func import grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
+from torch.profiler import ProfilerActivity, profile
 
 from gradsurrogate.diffnet import DifferentialMLP
 
-SHAPES = ((2, 1), (2, 2), (16, 1), (16, 16))
+SHAPES = ((2, 1), (2, 2), (16, 1), (1, 16), (16, 16))
+Fn = Callable[[], object]
 
 
-def timeit(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time (s) of ``fn`` over ``repeats`` runs after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
+def plain_copy(net: DifferentialMLP) -> nn.Sequential:
+    """The ``nn.Sequential`` (``nn.Linear`` + ``nn.Softplus``) with ``net``'s weights (E = 1)."""
+    layers: list[nn.Module] = []
+    for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+        lin = nn.Linear(w.shape[2], w.shape[1])
+        with torch.no_grad():
+            lin.weight.copy_(w[0])
+            lin.bias.copy_(b[0])
+        layers.append(lin)
+        if k < len(net.weights) - 1:
+            layers.append(nn.Softplus())
+    return nn.Sequential(*layers)
+
+
+def jac_methods(f: nn.Module, x: Tensor) -> dict[str, Callable[[Tensor], Tensor]]:
+    """torch.func Jacobian methods of ``f`` at a batch; each returns J (B, m, n)."""
+    n, m = x.shape[1], f(x[:1]).shape[1]
+    eye_m, eye_n = torch.eye(m), torch.eye(n)
+
+    def vjp_batch(x: Tensor) -> Tensor:
+        _, pull = vjp(f, x)
+        rows = vmap(lambda e: pull(e.expand(x.shape[0], m))[0])(eye_m)  # (m, B, n)
+        return rows.permute(1, 0, 2)
+
+    def jvp_batch(x: Tensor) -> Tensor:
+        cols = vmap(lambda v: jvp(f, (x,), (v.expand(x.shape[0], n),))[1])(eye_n)  # (n,B,m)
+        return cols.permute(1, 2, 0)
+
+    return {"vmap(jacrev)": lambda x: vmap(jacrev(f))(x),
+            "vmap(jacfwd)": lambda x: vmap(jacfwd(f))(x),
+            "vjp-batch": vjp_batch, "jvp-batch": jvp_batch}
+
+
+def hess_methods(f: nn.Module, x: Tensor) -> dict[str, Callable[[Tensor], Tensor]]:
+    """torch.func Hessian methods (m = 1); each returns H (B, 1, n, n)."""
+    n = x.shape[1]
+    grad_sum = grad(lambda x: f(x).sum())
+
+    def fwd_over_rev(x: Tensor) -> Tensor:
+        cols = vmap(lambda v: jvp(grad_sum, (x,), (v.expand(x.shape[0], n),))[1])(torch.eye(n))
+        return cols.permute(1, 0, 2).unsqueeze(1)
+
+    return {"vmap(hessian)": lambda x: vmap(hessian(f))(x),
+            "vmap(jacrev(jacrev))": lambda x: vmap(jacrev(jacrev(f)))(x),
+            "fwd-over-rev-batch": fwd_over_rev}
+
+
+def compiled(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Callable | None, str]:
+    """``torch.compile(fn)`` after a first call (the compile), or None and the reason."""
+    try:
+        c = torch.compile(fn)
         t0 = time.perf_counter()
+        with torch.no_grad():
+            c(x)
+        return c, f"compiled in {time.perf_counter() - t0:.0f} s"
+    except Exception as err:  # inductor raises many types (no compiler, unsupported op)
+        return None, f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+
+
+def peak_bytes(fn: Fn) -> int:
+    """Peak of CPU bytes allocated and not yet freed during ``fn()`` (profiler events)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as fh:
+            events = json.load(fh)["traceEvents"]
+    mem = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    live = peak = 0
+    for e in mem:
+        live += e["args"]["Bytes"]
+        peak = max(peak, live)
+    return peak
 
 
-def bench_row(n: int, m: int, batch: int, repeats: int) -> dict[str, float]:
-    """Times (ms) for one (n, m) row; Hessian entries only when m == 1."""
+def interleaved(fns: dict[str, Fn], repeats: int) -> dict[str, list[float]]:
+    """Times (s) of every function, one call each per round, ``repeats`` rounds."""
+    for fn in fns.values():  # warm-up
+        fn()
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def bench_row(n: int, m: int, batch: int, repeats: int, use_compile: bool) -> dict:
+    """Every method of one (n, m) row: {group: {method: (ms, ×fwd)}}, notes, peak memory."""
     gen = torch.Generator().manual_seed(0)
     net = DifferentialMLP(n, m, width=128, depth=3, activation="softplus", generator=gen)
+    f = plain_copy(net)
     x = torch.randn(batch, n, generator=gen)
-    f = net.value
-    t: dict[str, float] = {}
-    with torch.no_grad():
-        t["forward"] = timeit(lambda: f(x), repeats)
-        t["J ours"] = timeit(lambda: net(x), repeats)
-        t["J jacrev"] = timeit(lambda: vmap(jacrev(f))(x), repeats)
-        t["J jacfwd"] = timeit(lambda: vmap(jacfwd(f))(x), repeats)
-        if m == 1:
-            t["H ours"] = timeit(lambda: net(x, hessian=True), repeats)
-            t["H hessian"] = timeit(lambda: vmap(hessian(f))(x), repeats)
+    jm, notes = jac_methods(f, x), []
+    groups: dict[str, dict[str, Fn]] = {
+        "fwd": {"plain": lambda: f(x), "ours": lambda: net.value(x)},
+        "J": {"ours": lambda: net(x), **{k: (lambda g=g: g(x)) for k, g in jm.items()}},
+    }
+    hm = hess_methods(f, x) if m == 1 else {}
+    if hm:
+        groups["H"] = {"ours": lambda: net(x, hessian=True),
+                       **{k: (lambda g=g: g(x)) for k, g in hm.items()}}
+    if use_compile:
+        for group, name, fn in (("fwd", "plain", f), ("J", "vmap(jacrev)", jm["vmap(jacrev)"]),
+                                ("H", "vmap(hessian)", hm.get("vmap(hessian)"))):
+            if fn is None:
+                continue
+            c, why = compiled(fn, x)
+            notes.append(f"({n}, {m}) compile {group} {name}: {why}")
+            if c is not None:
+                groups[group][f"compile {name}"] = lambda c=c: c(x)
 
-    def train_ours() -> None:
-        net.zero_grad(set_to_none=True)
-        y, jac = net(x)
-        (y.square().mean() + jac.square().mean()).backward()
-
-    def train_func(jac_fn: Callable) -> Callable[[], None]:
+    def train(jac_fn: Callable[[], tuple[Tensor, Tensor]], params: list[Tensor]) -> Fn:
         def step() -> None:
-            net.zero_grad(set_to_none=True)
-            jac = vmap(jac_fn(f))(x)
-            (f(x).square().mean() + jac.square().mean()).backward()
-
+            for p in params:
+                p.grad = None
+            y, jac = jac_fn()
+            (y.square().mean() + jac.square().mean()).backward()
         return step
 
-    t["train ours"] = timeit(train_ours, repeats)
-    t["train jacrev"] = timeit(train_func(jacrev), repeats)
-    t["train jacfwd"] = timeit(train_func(jacfwd), repeats)
-    return {k: 1e3 * v for k, v in t.items()}
+    with torch.no_grad():  # every method computes the same J / H
+        ref = {"J": net(x)[1], "H": net(x, hessian=True)[2] if hm else None}
+        for g, d in (("J", jm), ("H", hm)):
+            for k, fn in d.items():
+                torch.testing.assert_close(fn(x).reshape(ref[g].shape), ref[g],
+                                           rtol=1e-4, atol=1e-4, msg=f"{g} {k}")
+    groups["train"] = {"ours": train(lambda: net(x), list(net.parameters()))}
+    for k in ("vmap(jacrev)", "vjp-batch", "jvp-batch"):
+        groups["train"][k] = train(lambda k=k: (f(x), jm[k](x)), list(f.parameters()))
+    with torch.no_grad():
+        fns = {(g, k): fn for g, d in groups.items() if g != "train" for k, fn in d.items()}
+        times = interleaved({f"{g}|{k}": fn for (g, k), fn in fns.items()}, repeats)
+    times |= interleaved({f"train|{k}": fn for k, fn in groups["train"].items()}, repeats)
+    base = times["fwd|plain"]
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for key, ts in times.items():
+        g, k = key.split("|")
+        ratio = statistics.median(t / b for t, b in zip(ts, base))
+        out.setdefault(g, {})[k] = (1e3 * statistics.median(ts), ratio)
+    mem = {}
+    if hm:
+        with torch.no_grad():
+            mem = {k: peak_bytes(fn) for k, fn in groups["H"].items() if "compile" not in k}
+    return {"times": out, "notes": notes, "peak": mem}
 
 
-def to_markdown(rows: dict[tuple[int, int], dict[str, float]]) -> str:
-    """Markdown table: ms and ×forward per method, plus speed-ups over torch.func."""
+def _best(group: dict[str, tuple[float, float]]) -> tuple[str, float]:
+    eager = {k: v for k, v in group.items() if k != "ours" and not k.startswith("compile")}
+    name = min(eager, key=lambda k: eager[k][1])
+    return name, eager[name][1]
 
-    def cell(r: dict[str, float], key: str) -> str:
-        if key not in r:
-            return "–"
-        return f"{r[key]:.2f} ({r[key] / r['forward']:.1f}×)"
 
-    cols = ["forward", "J ours", "J jacrev", "J jacfwd", "H ours", "H hessian",
-            "train ours", "train jacrev", "train jacfwd"]
-    head = ["(n, m)", *cols, "J speed-up", "H speed-up", "train speed-up"]
+def to_markdown(rows: dict[tuple[int, int], dict]) -> str:
+    """Per row and group: ours, best torch.func, compiled torch.func, speed-up."""
+    head = ["(n, m)", "what", "ours ms (×fwd)", "best torch.func ms (×fwd)",
+            "compiled torch.func ms (×fwd)", "speed-up vs best", "other torch.func ×fwd"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (n, m), r in rows.items():
-        j_up = min(r["J jacrev"], r["J jacfwd"]) / r["J ours"]
-        h_up = f"{r['H hessian'] / r['H ours']:.2f}×" if "H ours" in r else "–"
-        tr_up = min(r["train jacrev"], r["train jacfwd"]) / r["train ours"]
-        cells = [f"({n}, {m})", *(cell(r, c) for c in cols), f"{j_up:.2f}×", h_up,
-                 f"{tr_up:.2f}×"]
-        lines.append("| " + " | ".join(cells) + " |")
+    for (n, m), row in rows.items():
+        for g, group in row["times"].items():
+            if g == "fwd":
+                ms, r = group["ours"]
+                pl = group["plain"][0]
+                comp = group.get("compile plain")
+                lines.append(f"| ({n}, {m}) | forward | {ms:.2f} ({r:.2f}×) | nn.Sequential "
+                             f"{pl:.2f} (1.00×) | "
+                             + (f"{comp[0]:.2f} ({comp[1]:.2f}×)" if comp else "–")
+                             + f" | {pl / ms:.2f}× | – |")
+                continue
+            best, ratio = _best(group)
+            ours = group["ours"]
+            comp = [f"{k[8:]} {v[0]:.2f} ({v[1]:.1f}×)" for k, v in group.items()
+                    if k.startswith("compile")]
+            others = ", ".join(f"{k} {v[1]:.1f}×" for k, v in group.items()
+                               if k not in ("ours", best) and not k.startswith("compile"))
+            lines.append(
+                f"| ({n}, {m}) | {g} | {ours[0]:.2f} ({ours[1]:.2f}×) | {best} "
+                f"{group[best][0]:.2f} ({ratio:.2f}×) | {'; '.join(comp) or '–'} | "
+                f"{ratio / ours[1]:.2f}× | {others} |")
     return "\n".join(lines)
 
 
@@ -97,13 +236,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shapes", default=",".join(f"{n}x{m}" for n, m in SHAPES),
+                        help="rows as NxM,NxM,... (default: all five)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the torch.compile rows (each compile takes ~1 min)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = {(n, m): bench_row(n, m, args.batch, args.repeats) for n, m in SHAPES}
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    rows = {(n, m): bench_row(n, m, args.batch, args.repeats, args.compile) for n, m in shapes}
     print(f"batch {args.batch}, 3×128 softplus, float32, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; times in ms (multiple of the forward pass); "
-          "speed-up = best torch.func time / this package's time\n")
+          f"torch {torch.__version__}, {args.repeats} interleaved rounds; ms = median, "
+          "×fwd = median ratio to the plain nn.Sequential forward of the same round; "
+          "speed-up = best eager torch.func ×fwd / ours ×fwd\n")
     print(to_markdown(rows))
+    print("\nPeak CPU memory of one H call (MB, torch.profiler memory events):")
+    for (n, m), row in rows.items():
+        if row["peak"]:
+            print(f"- ({n}, {m}): " + ", ".join(f"{k} {v / 2**20:.1f}"
+                                                for k, v in row["peak"].items()))
+    for row in rows.values():
+        for note in row["notes"]:
+            print(f"- {note}")
     return 0
 
 

@@ -7,8 +7,12 @@ Core API::
 """
 
 from .backward import (
+    BRSF,
+    FA,
+    FRSF,
     MODES,
     TARGETS,
+    USF,
     BackwardMode,
     BackwardSpec,
     Blend,
@@ -31,28 +35,43 @@ from .diagnostics import (
     record_gradients,
 )
 from .ensemble import EnsembleOptimizer, make_ensemble_optimizer
-from .functional import surrogate_conv2d, surrogate_linear
+from .functional import surrogate_conv, surrogate_conv2d, surrogate_linear
 from .layers import (
+    SURROGATES,
     ConversionReport,
     EnsembleSurrogateLinear,
+    SurrogateConv1d,
     SurrogateConv2d,
+    SurrogateConv3d,
     SurrogateLinear,
     SurrogateMixin,
     convert,
     convert_with_report,
     exact_backward,
+    register_surrogate,
 )
+
+# isort: split
+from .attention import SurrogateMultiheadAttention  # registers nn.MultiheadAttention with convert
+from .dfa import DFASpec, DirectFeedbackAlignment, dfa  # builds on .layers
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BRSF",
+    "FA",
+    "FRSF",
     "METRICS",
     "MODES",
+    "SURROGATES",
     "TARGETS",
+    "USF",
     "BackwardMode",
     "BackwardSpec",
     "Blend",
     "ConversionReport",
+    "DFASpec",
+    "DirectFeedbackAlignment",
     "EnsembleOptimizer",
     "EnsembleSurrogateLinear",
     "Exact",
@@ -63,11 +82,15 @@ __all__ = [
     "NoGrad",
     "RandomFeedback",
     "Sign",
+    "SurrogateConv1d",
     "SurrogateConv2d",
+    "SurrogateConv3d",
     "SurrogateLinear",
     "SurrogateMixin",
+    "SurrogateMultiheadAttention",
     "convert",
     "convert_with_report",
+    "dfa",
     "end_to_end_fidelity",
     "exact_backward",
     "gradient_metrics",
@@ -75,7 +98,9 @@ __all__ = [
     "make_mode",
     "parse_mode",
     "record_gradients",
+    "register_surrogate",
     "stack_modes",
+    "surrogate_conv",
     "surrogate_conv2d",
     "surrogate_linear",
 ]

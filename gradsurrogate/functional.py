@@ -1,10 +1,21 @@
 """Autograd Functions whose backward follows a :class:`~gradsurrogate.backward.BackwardSpec`.
 
-One derivative class per layer type (:class:`LinearOp`, :class:`Conv2dOp`) shares the small
-:class:`LayerOp` interface; one generic :class:`SurrogateFunction` turns any of them into a
-``torch.autograd.Function`` (``forward`` + ``setup_context`` form, so it composes with
-``torch.func.grad``, ``vmap`` and ``jvp``). Index letters: ``n`` batch (all leading dims),
-``o`` out, ``i`` in, ``e`` ensemble member.
+One derivative class per layer type (:class:`LinearOp`; :class:`~gradsurrogate._conv.ConvOp`
+for 1-d, 2-d and 3-d convolutions) shares the small :class:`LayerOp` interface; one generic
+:class:`SurrogateFunction` turns any of them into a ``torch.autograd.Function`` (``forward`` +
+``setup_context`` form, so it composes with ``torch.func.grad``, ``vmap`` and ``jvp``). Index
+letters: ``n`` batch (all leading dims), ``o`` out, ``i`` in, ``e`` ensemble member.
+
+Mixed precision: under ``torch.autocast`` (any device) the operands are cast to the autocast
+dtype before the Function, exactly as autocast casts them for ``F.linear``/``F.conv*``, so the
+forward numbers are those of the torch layer under autocast and the backward works in that
+dtype (the casts' own backward returns float32 gradients to float32 parameters).
+
+``torch.compile``: while dynamo traces, :class:`CompilableSurrogateFunction` (the same Function
+without ``jvp``, which dynamo rejects as "Unsupported custom jvp") is used, so the
+deterministic modes compile with ``fullgraph=True``. Random modes (``flip``, ``brsf``) compile
+with ``fullgraph=True`` only with ``generator=None`` (global RNG): dynamo cannot put a
+``torch.Generator`` object in a graph, so a layer with a generator breaks the graph there.
 """
 
 from __future__ import annotations
@@ -26,10 +37,14 @@ from .backward import (
 )
 
 __all__ = [
+    "CompilableSurrogateFunction",
     "Conv2dOp",
+    "ConvOp",
     "LayerOp",
     "LinearOp",
     "SurrogateFunction",
+    "autocast_operands",
+    "surrogate_conv",
     "surrogate_conv2d",
     "surrogate_linear",
 ]
@@ -56,6 +71,11 @@ class LayerOp:
 
     def grad_bias(self, g: Tensor, ensemble: bool) -> Tensor:
         raise NotImplementedError
+
+    def grad_bias_at(self, g: Tensor, x: Tensor, w: Tensor, ensemble: bool) -> Tensor:
+        """``grad_bias`` given the saved operands too (a kernel may need them to match torch's
+        own reduction bitwise); defaults to :meth:`grad_bias`."""
+        return self.grad_bias(g, ensemble)
 
     def jvp(self, x: Tensor, w: Tensor, dx: Tensor | None, dw: Tensor | None,
             db: Tensor | None, ensemble: bool) -> Tensor:
@@ -115,35 +135,6 @@ class LinearOp(LayerOp):
 
 
 @dataclasses.dataclass(frozen=True)
-class Conv2dOp(LayerOp):
-    """``y = conv2d(x, W) + b`` with ``x[n,c,h,w]``, ``W[o,c/groups,kh,kw]``; no ensemble."""
-
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    groups: int = 1
-
-    def _kw(self) -> dict[str, Any]:
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    groups=self.groups)
-
-    def forward(self, x: Tensor, w: Tensor, b: Tensor | None, ensemble: bool) -> Tensor:
-        return F.conv2d(x, w, b, **self._kw())
-
-    def grad_input(self, g: Tensor, w: Tensor, x_shape: torch.Size, ensemble: bool) -> Tensor:
-        return torch.nn.grad.conv2d_input(x_shape, w, g, **self._kw())
-
-    def grad_weight(self, g: Tensor, x: Tensor, w_shape: torch.Size, ensemble: bool) -> Tensor:
-        return torch.nn.grad.conv2d_weight(x, w_shape, g, **self._kw())
-
-    def grad_bias(self, g: Tensor, ensemble: bool) -> Tensor:
-        return g.sum(dim=(0, 2, 3))
-
-    def broadcast_bias(self, b: Tensor, y: Tensor, ensemble: bool) -> Tensor:
-        return b[:, None, None]  # (o,) against (n, o, h, w)
-
-
-@dataclasses.dataclass(frozen=True)
 class Plan:
     """Everything non-tensor the backward needs (passed through ``apply`` untouched)."""
 
@@ -154,11 +145,53 @@ class Plan:
     ensemble: bool = False
 
 
-class SurrogateFunction(torch.autograd.Function):
+def _backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+    """The backward of ``plan.spec``; operands are brought to ``g``'s dtype (autocast, or a
+    float32 feedback matrix of a half-precision layer)."""
+    x, w, feedback = ctx.saved_tensors
+    plan: Plan = ctx.plan
+    spec, gen, ens, op = plan.spec, plan.generator, plan.ensemble, plan.op
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    gi = gw = gb = None
+
+    if need_x and not isinstance(spec.grad_input, NoGrad):
+        if isinstance(spec.grad_input, Learned):
+            gi = spec.grad_input(g, x)
+        else:
+            if isinstance(spec.weight, FeedbackMode):
+                w_used = spec.weight.matrix(w, feedback, gen, ens)
+            elif isinstance(spec.weight, Learned):
+                w_used = spec.weight(w)
+            else:
+                w_used = spec.weight.apply(w, gen, ens)
+            w_used = w_used.to(g.dtype)
+            gi = spec.grad_input.apply(op.grad_input(g, w_used, ctx.x_shape, ens), gen, ens)
+        if plan.recorder is not None:
+            plan.recorder("grad_input", gi, op.grad_input(g, w.to(g.dtype), ctx.x_shape, ens),
+                          ens)
+
+    if (need_w or need_b) and not isinstance(spec.grad_weight, NoGrad):
+        if need_w:
+            x_used = spec.input.apply(x, gen, ens).to(g.dtype)
+            gw = spec.grad_weight.apply(op.grad_weight(g, x_used, ctx.w_shape, ens), gen, ens)
+            if plan.recorder is not None:
+                true = op.grad_weight(g, x.to(g.dtype), ctx.w_shape, ens)
+                plan.recorder("grad_weight", gw, true, ens)
+        if need_b:
+            true_b = op.grad_bias_at(g, x, w, ens)
+            gb = spec.grad_weight.apply(true_b, gen, ens)
+            if plan.recorder is not None:
+                plan.recorder("grad_bias", gb, true_b, ens)
+    return gi, gw, gb, None, None
+
+
+class CompilableSurrogateFunction(torch.autograd.Function):
     """``y = op(x; W) + b`` exactly; the backward follows ``plan.spec``.
 
     Random draws happen in a fixed order (weight, grad_input, input, grad_weight, grad_bias),
-    so one generator seed gives bitwise the same gradients.
+    so one generator seed gives bitwise the same gradients. This class has no ``jvp`` so that
+    dynamo can trace it (``torch.compile(..., fullgraph=True)``); :class:`SurrogateFunction`
+    adds the exact forward-mode derivative for ``torch.func.jvp``.
     """
 
     generate_vmap_rule = True
@@ -179,45 +212,30 @@ class SurrogateFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        x, w, feedback = ctx.saved_tensors
-        plan: Plan = ctx.plan
-        spec, gen, ens, op = plan.spec, plan.generator, plan.ensemble, plan.op
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gi = gw = gb = None
+        return _backward(ctx, g)
 
-        if need_x and not isinstance(spec.grad_input, NoGrad):
-            if isinstance(spec.grad_input, Learned):
-                gi = spec.grad_input(g, x)
-            else:
-                if isinstance(spec.weight, FeedbackMode):
-                    w_used = spec.weight.matrix(w, feedback, gen, ens)
-                elif isinstance(spec.weight, Learned):
-                    w_used = spec.weight(w)
-                else:
-                    w_used = spec.weight.apply(w, gen, ens)
-                gi = spec.grad_input.apply(op.grad_input(g, w_used, ctx.x_shape, ens), gen, ens)
-            if plan.recorder is not None:
-                plan.recorder("grad_input", gi, op.grad_input(g, w, ctx.x_shape, ens), ens)
 
-        if (need_w or need_b) and not isinstance(spec.grad_weight, NoGrad):
-            if need_w:
-                x_used = spec.input.apply(x, gen, ens)
-                gw = spec.grad_weight.apply(op.grad_weight(g, x_used, ctx.w_shape, ens), gen, ens)
-                if plan.recorder is not None:
-                    true = op.grad_weight(g, x, ctx.w_shape, ens)
-                    plan.recorder("grad_weight", gw, true, ens)
-            if need_b:
-                true_b = op.grad_bias(g, ens)
-                gb = spec.grad_weight.apply(true_b, gen, ens)
-                if plan.recorder is not None:
-                    plan.recorder("grad_bias", gb, true_b, ens)
-        return gi, gw, gb, None, None
+class SurrogateFunction(CompilableSurrogateFunction):
+    """:class:`CompilableSurrogateFunction` plus the exact ``jvp`` (forward mode)."""
 
     @staticmethod
     def jvp(ctx: Any, dx: Tensor | None, dw: Tensor | None, db: Tensor | None,
             dfeedback: Tensor | None, _plan: Any) -> Tensor:
         x, w = ctx.saved_tensors[:2]
         return ctx.plan.op.jvp(x, w, dx, dw, db, ctx.plan.ensemble)
+
+
+def autocast_operands(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Cast floating ``tensors`` (float64 excepted, as autocast does) to the autocast dtype when
+    autocast is on for their device: what autocast does to the operands of ``F.linear`` and
+    ``F.conv*``. Otherwise return them as they are."""
+    first = next(t for t in tensors if t is not None)
+    device = first.device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) if t is not None and t.is_floating_point() and
+                 t.dtype != torch.float64 else t for t in tensors)
 
 
 def _check_tensors(x: Tensor, weight: Tensor, bias: Tensor | None,
@@ -251,10 +269,13 @@ def _apply(op: LayerOp, x: Tensor, weight: Tensor, bias: Tensor | None,
         raise ValueError(
             f"feedback shape {tuple(feedback.shape)} must equal weight shape {tuple(weight.shape)}"
         )
-    plan = Plan(op, spec, generator, recorder, ensemble)
     if spec.is_exact and recorder is None:
-        return op.forward(x, weight, bias, ensemble)  # plain autograd: bitwise nn.Linear
-    return SurrogateFunction.apply(x, weight, bias, feedback, plan)
+        return op.forward(x, weight, bias, ensemble)  # plain autograd: bitwise the torch layer
+    # Only random modes see the generator: a Generator object in the plan would stop dynamo.
+    plan = Plan(op, spec, generator if spec.is_random else None, recorder, ensemble)
+    x, weight, bias, feedback = autocast_operands(x, weight, bias, feedback)
+    fn = CompilableSurrogateFunction if torch.compiler.is_compiling() else SurrogateFunction
+    return fn.apply(x, weight, bias, feedback, plan)
 
 
 def surrogate_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
@@ -289,23 +310,4 @@ def surrogate_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     return _apply(LinearOp(), x, weight, bias, spec, generator, feedback, recorder, ensemble)
 
 
-def surrogate_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None,
-                     spec: BackwardSpec | str | None = None, generator: Generators = None,
-                     feedback: Tensor | None = None, recorder: Recorder | None = None,
-                     stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                     dilation: int | tuple[int, int] = 1, groups: int = 1) -> Tensor:
-    """``conv2d(x, W) + b`` with the backward of ``spec``; ``x`` (n, c, h, w) or (c, h, w),
-    ``weight`` (o, c/groups, kh, kw). ``n = 0`` gives an empty output and zero gradients."""
-    if isinstance(padding, str):
-        raise ValueError(f"padding must be an int or pair of ints; got {padding!r}")
-    if x.dim() not in (3, 4) or weight.dim() != 4:
-        raise ValueError(f"conv2d needs input (n, c, h, w) or (c, h, w) and weight "
-                         f"(o, c/groups, kh, kw); got shapes {tuple(x.shape)} and "
-                         f"{tuple(weight.shape)}")
-    pair = torch.nn.modules.utils._pair
-    op = Conv2dOp(pair(stride), pair(padding), pair(dilation), groups)
-    unbatched = x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
-    y = _apply(op, x, weight, bias, spec, generator, feedback, recorder, False)
-    return y.squeeze(0) if unbatched else y
+from ._conv import Conv2dOp, ConvOp, surrogate_conv, surrogate_conv2d  # noqa: E402 (re-export)

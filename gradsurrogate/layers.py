@@ -1,39 +1,49 @@
-"""Drop-in surrogate layers and :func:`convert`.
+"""Drop-in surrogate layers (:func:`convert` and its registry live in :mod:`.convert`).
 
-:class:`SurrogateLinear` and :class:`SurrogateConv2d` subclass ``nn.Linear`` / ``nn.Conv2d``:
-same parameters, same ``state_dict`` keys, same initialisation and forward numbers; only the
-backward follows their ``spec``. :class:`EnsembleSurrogateLinear` stacks ``e`` linear layers
-into one batched computation (weights (e, o, i)) for vectorised sweeps.
+:class:`SurrogateLinear` and :class:`SurrogateConv1d`/``2d``/``3d`` subclass ``nn.Linear`` /
+``nn.ConvNd``: same parameters, same ``state_dict`` keys, same initialisation and forward
+numbers (every ``padding`` and ``padding_mode`` of torch); only the backward follows their
+``spec``. :class:`EnsembleSurrogateLinear` stacks ``e`` linear layers into one batched
+computation (weights (e, o, i)) for vectorised sweeps.
+
+State (see :class:`SurrogateMixin`): a fixed feedback matrix is the persistent buffer
+``feedback``; the state of a generator that random modes draw from is saved as
+``generator_state``; ``copy.deepcopy`` forks the generator (the copy draws different noise).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import fnmatch
+import copy
 import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ._conv import surrogate_conv
 from .backward import BackwardSpec, FeedbackMode, Generators
-from .functional import Recorder, surrogate_conv2d, surrogate_linear
+from .functional import Recorder, surrogate_linear
 from .registry import check_int
 
 __all__ = [
+    "SURROGATES",
     "ConversionReport",
     "EnsembleSurrogateLinear",
+    "SurrogateConv1d",
     "SurrogateConv2d",
+    "SurrogateConv3d",
     "SurrogateLinear",
     "SurrogateMixin",
     "convert",
     "convert_with_report",
     "exact_backward",
+    "make_generator",
+    "register_surrogate",
 ]
 
 SpecLike = BackwardSpec | str | dict
+_GEN_KEY = "generator_state"
 
 
 def make_generator(seed: int | torch.Generator | None,
@@ -46,11 +56,35 @@ def make_generator(seed: int | torch.Generator | None,
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _stateful(mode: object) -> bool:
+    """True for a weight mode that keeps a fixed per-layer state (the ``feedback`` buffer)."""
+    return isinstance(mode, FeedbackMode) and bool(getattr(mode, "stateful", False))
+
+
+def _fork(gen: torch.Generator, k: int) -> torch.Generator:
+    """A new generator seeded from a draw of a *copy* of ``gen`` mixed with ``k``: the original
+    is untouched, the fork is deterministic and different from it (and from fork ``k' != k``)."""
+    probe = torch.Generator(device=gen.device)
+    probe.set_state(gen.get_state())
+    draw = int(torch.randint(0, 2**62, (), generator=probe, device=gen.device))
+    return torch.Generator(device=gen.device).manual_seed((draw + 0x9E3779B97F4A7C15 * (k + 1))
+                                                          % 2**63)
+
+
 class SurrogateMixin(nn.Module):
     """Shared state of surrogate layers: ``spec``, ``generator``, fixed ``feedback``, recorder.
 
-    ``feedback`` is a non-persistent buffer (the ``state_dict`` stays that of the torch layer);
-    it is drawn once from ``generator`` when a spec with ``weight='random'`` is set.
+    * ``feedback``: persistent buffer (in ``state_dict`` only while a stateful mode such as
+      ``weight=random`` is set, so an exact layer keeps torch's keys). It is drawn from
+      ``generator`` when such a spec is first set, redrawn when the weight mode changes (or by
+      :meth:`redraw`), dropped when the spec no longer needs it. Loading a ``state_dict``
+      restores it; loading one without it (a plain torch checkpoint) keeps the current one.
+    * ``generator_state``: while the spec draws noise in backward (``spec.is_random``) and the
+      layer holds a generator, its state is saved too, so a resumed run draws the same noise.
+      Loading it into a layer without a generator gives the layer a CPU generator.
+    * ``copy.deepcopy`` forks the generator (:func:`_fork`): the copy draws noise different
+      from the original's, deterministically; the original's stream is untouched. Pickling
+      (``torch.save(model)``) keeps the exact state.
     """
 
     weight: Tensor
@@ -59,18 +93,23 @@ class SurrogateMixin(nn.Module):
     is_ensemble: bool = False
 
     def _init_surrogate(self, spec: SpecLike | None, generator: Generators | int) -> None:
+        self.generator = self._check_generator(generator)
+        self.register_buffer("feedback", None, persistent=True)
+        self.recorder: Recorder | None = None
+        self._forks = 0
+        self._spec = BackwardSpec()
+        self.spec = spec  # type: ignore[assignment]
+
+    def _check_generator(self, generator: Generators | int) -> Generators:
         if isinstance(generator, (list, tuple)):
             if not all(isinstance(g, torch.Generator) for g in generator):
                 raise ValueError(
                     f"a generator sequence must hold torch.Generators; got {generator!r}"
                 )
-            self.generator: Generators = list(generator)
-        else:  # an int seed makes a generator on the weight's device (CPU while on "meta")
-            device = self.weight.device if self.weight.device.type != "meta" else "cpu"
-            self.generator = make_generator(generator, device)
-        self.register_buffer("feedback", None, persistent=False)
-        self.recorder: Recorder | None = None
-        self.spec = spec  # type: ignore[assignment]
+            return list(generator)
+        # an int seed makes a generator on the weight's device (CPU while on "meta")
+        device = self.weight.device if self.weight.device.type != "meta" else "cpu"
+        return make_generator(generator, device)
 
     @property
     def spec(self) -> BackwardSpec:
@@ -78,12 +117,83 @@ class SurrogateMixin(nn.Module):
 
     @spec.setter
     def spec(self, value: SpecLike | None) -> None:
+        self.set_spec(value)
+
+    def set_spec(self, value: SpecLike | None, generator: Generators | int = None) -> None:
+        """Set the spec; with ``generator`` (not ``None``) also adopt it and redraw the state.
+
+        A stateful weight mode draws its state when there is none, when it replaces another
+        stateful mode (``random`` -> ``random:2``, ``fa`` -> ``frsf``), when the weight shape
+        changed, or when a generator is given; otherwise (e.g. a state just loaded from a
+        ``state_dict``) the state is kept.
+        """
         spec = BackwardSpec.coerce(value)
+        old = self._spec.weight
+        if generator is not None:
+            self.generator = self._check_generator(generator)
         self._spec = spec
-        if isinstance(spec.weight, FeedbackMode) and (
-            self.feedback is None or self.feedback.shape != self.weight.shape
-        ):
-            self.feedback = spec.weight.init_state(self.weight, self.generator, self.is_ensemble)
+        mode = spec.weight
+        if not _stateful(mode):
+            self.feedback = None
+        elif (generator is not None or self.feedback is None or (_stateful(old) and mode != old)
+              or self.feedback.shape != self.weight.shape):
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Draw a fresh fixed state (feedback matrix) for the current spec from ``generator``."""
+        mode = self._spec.weight
+        if isinstance(mode, FeedbackMode):
+            state = mode.init_state(self.weight.detach(), self.generator, self.is_ensemble)
+            self.feedback = None if state is None else state.to(self.weight.dtype)
+
+    # --- state_dict: feedback compat and generator state -------------------------------------
+    def _gen_list(self) -> list[torch.Generator]:
+        g = self.generator
+        return [] if g is None else [g] if isinstance(g, torch.Generator) else list(g)
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str,
+                            keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        gens = self._gen_list()
+        if gens and self._spec.is_random:
+            destination[prefix + _GEN_KEY] = torch.stack([g.get_state() for g in gens])
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              local_metadata: dict[str, Any], strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        fb_key, gen_key = prefix + "feedback", prefix + _GEN_KEY
+        if fb_key in state_dict and self.feedback is None:  # a buffer set to None is not loaded
+            self.feedback = state_dict[fb_key].detach().clone().to(self.weight.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if fb_key in missing_keys:  # a torch checkpoint has no feedback: keep ours
+            missing_keys.remove(fb_key)
+        if gen_key in state_dict:
+            if gen_key in unexpected_keys:
+                unexpected_keys.remove(gen_key)
+            states = state_dict[gen_key]
+            gens = self._gen_list() or [torch.Generator() for _ in range(states.shape[0])]
+            if len(gens) != states.shape[0]:
+                error_msgs.append(f"{gen_key}: {states.shape[0]} generator states for "
+                                  f"{len(gens)} generators")
+                return
+            for g, st in zip(gens, states):
+                g.set_state(st.clone())
+            if self.generator is None:
+                self.generator = gens[0] if len(gens) == 1 else gens
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SurrogateMixin:
+        self._forks = getattr(self, "_forks", 0) + 1
+        for k, g in enumerate(self._gen_list()):
+            if id(g) not in memo:  # a generator shared by several layers is forked once
+                memo[id(g)] = _fork(g, self._forks * 1_000_003 + k)
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        new._forks = 0
+        return new
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, spec={self.spec}"
@@ -103,24 +213,45 @@ class SurrogateLinear(SurrogateMixin, nn.Linear):
                                 self.feedback, self.recorder)
 
 
-class SurrogateConv2d(SurrogateMixin, nn.Conv2d):
-    """``nn.Conv2d`` (zero padding, integer padding) whose backward follows ``spec``."""
+class _SurrogateConvNd(SurrogateMixin):
+    """Every surrogate convolution: ``nn.ConvNd``'s arguments (any ``padding`` incl. "same"/
+    "valid", any ``padding_mode``, ``groups``) plus ``spec``/``generator``; torch's forward
+    numbers, the backward of ``spec``. Input (n, c, *spatial) or unbatched (c, *spatial)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
+    _base: type[nn.Module]
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, ...],
+                 stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] | str = 0,
+                 dilation: int | tuple[int, ...] = 1, groups: int = 1, bias: bool = True,
                  spec: SpecLike | None = None, generator: torch.Generator | int | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        if isinstance(padding, str):
-            raise ValueError(f"SurrogateConv2d needs integer padding; got {padding!r}")
-        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
-                           dilation, groups, bias, device=device, dtype=dtype)
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 padding_mode: str = "zeros"):
+        self._base.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
+                            dilation, groups, bias, padding_mode, device=device, dtype=dtype)
         self._init_surrogate(spec, generator)
 
     def forward(self, x: Tensor) -> Tensor:
-        return surrogate_conv2d(x, self.weight, self.bias, self.spec, self.generator,
-                                self.feedback, self.recorder, self.stride, self.padding,
-                                self.dilation, self.groups)
+        return surrogate_conv(x, self.weight, self.bias, self.spec, self.generator,
+                              self.feedback, self.recorder, self.stride, self.padding,
+                              self.dilation, self.groups, self.padding_mode)
+
+
+class SurrogateConv1d(_SurrogateConvNd, nn.Conv1d):
+    """``nn.Conv1d`` whose backward follows ``spec``: input (n, c, l) or (c, l)."""
+
+    _base = nn.Conv1d
+
+
+class SurrogateConv2d(_SurrogateConvNd, nn.Conv2d):
+    """``nn.Conv2d`` whose backward follows ``spec``: input (n, c, h, w) or (c, h, w)."""
+
+    _base = nn.Conv2d
+
+
+class SurrogateConv3d(_SurrogateConvNd, nn.Conv3d):
+    """``nn.Conv3d`` whose backward follows ``spec``: input (n, c, d, h, w) or (c, d, h, w)."""
+
+    _base = nn.Conv3d
 
 
 class EnsembleSurrogateLinear(SurrogateMixin):
@@ -180,124 +311,12 @@ class EnsembleSurrogateLinear(SurrogateMixin):
                 f"out_features={self.out_features}, bias={self.bias is not None}, spec={self.spec}")
 
 
-@dataclasses.dataclass
-class ConversionReport:
-    """Names of the layers ``convert`` swapped, and of the parameterised layers it left alone."""
-
-    converted: list[str] = dataclasses.field(default_factory=list)
-    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-def _matches(name: str, include: str | Sequence[str] | Callable[[str], bool] | None) -> bool:
-    """True when ``name`` or one of its parents (``a`` and ``a.b`` for ``a.b.c``) matches."""
-    if include is None:
-        return True
-    parts = name.split(".")
-    prefixes = [".".join(parts[: k + 1]) for k in range(len(parts))]
-    if callable(include):
-        return any(bool(include(p)) for p in prefixes)
-    patterns = [include] if isinstance(include, str) else list(include)
-    return any(fnmatch.fnmatchcase(p, pat) for p in prefixes for pat in patterns)
-
-
-def _surrogate_of(module: nn.Module, spec: BackwardSpec,
-                  generator: torch.Generator | None) -> nn.Module | str:
-    """A surrogate copy of ``module`` sharing its parameters, or why there is none."""
-    if isinstance(module, SurrogateMixin):
-        module.spec = spec
-        return module
-    # Built on the meta device (no RNG draws, no memory), then given the module's own tensors.
-    if type(module) is nn.Linear:
-        new = SurrogateLinear(module.in_features, module.out_features, module.bias is not None,
-                              None, generator, device="meta")
-    elif type(module) is nn.Conv2d:
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            return f"Conv2d with padding={module.padding!r}, padding_mode={module.padding_mode!r}"
-        new = SurrogateConv2d(module.in_channels, module.out_channels, module.kernel_size,
-                              module.stride, module.padding, module.dilation, module.groups,
-                              module.bias is not None, None, generator, device="meta")
-    else:
-        return f"{type(module).__name__} has no surrogate (only nn.Linear and nn.Conv2d)"
-    new.weight, new.bias = module.weight, module.bias  # shared: same tensors, devices, dtypes
-    new.spec = spec  # draws a random feedback matrix (if any) like the real weight
-    new.train(module.training)
-    return new
-
-
-def convert_with_report(
-    model: nn.Module,
-    spec: SpecLike | Callable[[str, nn.Module], SpecLike | None],
-    include: str | Sequence[str] | Callable[[str], bool] | None = None,
-    generator: torch.Generator | int | None = None,
-) -> tuple[nn.Module, ConversionReport]:
-    """Like :func:`convert`, and also return a :class:`ConversionReport`."""
-    first = next(iter(model.parameters()), None)
-    generator = make_generator(generator, first.device if first is not None else "cpu")
-    report = ConversionReport()
-    if isinstance(model, (nn.Linear, nn.Conv2d)) and _matches("", include):
-        layer_spec = spec("", model) if callable(spec) else spec
-        new = _surrogate_of(model, BackwardSpec.coerce(layer_spec), generator)
-        if isinstance(new, str):
-            report.skipped[""] = new
-            return model, report
-        report.converted.append("")
-        return new, report
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if not _matches(full, include):
-                continue
-            is_layer = isinstance(child, (nn.Linear, nn.Conv2d, SurrogateMixin))
-            if not is_layer:
-                if any(True for _ in child.parameters(recurse=False)):
-                    report.skipped[full] = f"{type(child).__name__} has no surrogate"
-                continue
-            layer_spec = spec(full, child) if callable(spec) else spec
-            if layer_spec is None:
-                continue
-            new = _surrogate_of(child, BackwardSpec.coerce(layer_spec), generator)
-            if isinstance(new, str):
-                report.skipped[full] = new
-                continue
-            setattr(module, child_name, new)
-            report.converted.append(full)
-    return model, report
-
-
-def convert(
-    model: nn.Module,
-    spec: SpecLike | Callable[[str, nn.Module], SpecLike | None],
-    include: str | Sequence[str] | Callable[[str], bool] | None = None,
-    generator: torch.Generator | int | None = None,
-) -> nn.Module:
-    """Swap every ``nn.Linear`` / ``nn.Conv2d`` of ``model`` (in place) for its surrogate.
-
-    ``spec``: a :class:`BackwardSpec`, its string or dict form, or ``f(name, module)`` returning
-    one (or ``None`` to keep that layer). ``include``: glob pattern(s) on qualified layer names
-    (``"layers.0"``, ``"encoder.*"``) or a predicate. Weights are shared, not copied, so devices,
-    dtypes and optimizer references survive. Parameterised layers without a surrogate are left
-    alone and listed in a warning (use :func:`convert_with_report` to get the list). Returns the
-    model (a new module only when ``model`` itself is a bare layer).
-    """
-    model, report = convert_with_report(model, spec, include, generator)
-    if report.skipped:
-        listing = "; ".join(f"{n or '<root>'}: {why}" for n, why in report.skipped.items())
-        warnings.warn(f"convert left these layers unchanged: {listing}", stacklevel=2)
-    return model
-
-
-@contextlib.contextmanager
-def exact_backward(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block every surrogate layer of ``model`` backpropagates exactly.
-
-    Specs are restored afterwards; fixed feedback matrices are kept, not redrawn.
-    """
-    layers = [m for m in model.modules() if isinstance(m, SurrogateMixin)]
-    specs = [m.spec for m in layers]
-    try:
-        for m in layers:
-            m.spec = BackwardSpec()
-        yield model
-    finally:
-        for m, spec in zip(layers, specs):
-            m.spec = spec
+# convert and the registry moved to .convert; importable from here as before.
+from .convert import (  # noqa: E402
+    SURROGATES,
+    ConversionReport,
+    convert,
+    convert_with_report,
+    exact_backward,
+    register_surrogate,
+)

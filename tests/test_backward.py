@@ -33,7 +33,8 @@ def test_spec_string_round_trip_and_dict():
     ("kwargs", "message"),
     [
         ({"grad_input": "flp"},
-         "unknown backward mode 'flp'; accepted: exact, flip, sign, blend, none, random, learned"),
+         "unknown backward mode 'flp'; accepted: exact, flip, sign, blend, none, random, learned, "
+         "fa, usf, frsf, brsf"),
         ({"grad_input": "flip:1.3"},
          "mode 'flip': flip probability p must be a finite number in [0, 1]; got '1.3'"),
         ({"grad_weight": "flip:-0.1"}, "in [0, 1]; got '-0.1'"),
@@ -53,7 +54,7 @@ def test_spec_string_round_trip_and_dict():
          "backward mode 'random:2' does not apply to input; accepted: exact, flip, sign, blend"),
         ({"weight": "none"},
          "backward mode 'none' does not apply to weight; accepted: exact, flip, sign, blend, "
-         "random, learned"),
+         "random, learned, fa, usf, frsf, brsf"),
         ({"grad_weight": "learned"},
          "backward mode 'learned' does not apply to grad_weight; accepted: exact, flip, sign, "
          "blend, none"),

@@ -1,5 +1,7 @@
 """gradient_metrics (the one metric implementation) and the gradient recorders."""
 
+import copy
+import json
 import math
 
 import pytest
@@ -7,8 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import gradsurrogate as gs
+from gradsurrogate import zoo
+from gradsurrogate.backward import MODES, FeedbackMode
+from gradsurrogate.diagnostics import feedback_alignment
 
 F64 = torch.float64
 
@@ -100,12 +106,17 @@ def test_recorder_reports_metrics_per_layer():
         loss = model(x).square().sum()
     loss.backward()
     s = rec.summary()
-    flipped = s[("2", "grad_input")]
+    assert json.loads(json.dumps(s, allow_nan=False)) == s  # strict-JSON ready
+    flipped = s["2/grad_input"]
     assert flipped["cosine"] == pytest.approx(-1.0) and flipped["sign_agreement"] == 0.0
     assert flipped["norm_ratio"] == pytest.approx(1.0) and flipped["rel_error"] == pytest.approx(2)
-    assert s[("2", "grad_weight")]["cosine"] == pytest.approx(1.0)
+    assert s["2/grad_weight"]["cosine"] == pytest.approx(1.0)
     # layer 0 receives the flipped gradient, but its own backward is exact w.r.t. what it got
-    assert s[("0", "grad_weight")]["rel_error"] == 0.0
+    assert s["0/grad_weight"]["rel_error"] == 0.0
+    assert rec.summary(nested=True)["2"]["grad_input"] == flipped
+    # flipping every sign: the used grad_input points exactly opposite the true one
+    # (layer 0's input needs no gradient, so it has no grad_input angle)
+    assert rec.angles() == {"2": pytest.approx(180.0)}
     assert {r.call for r in rec.records} == {0}
     assert model[0].recorder is None  # detached after the block
 
@@ -144,3 +155,139 @@ def test_end_to_end_fidelity_is_exact_for_exact_specs_only():
     assert fid["0.weight"]["cosine"] == pytest.approx(-1.0) and fid["2.weight"]["rel_error"] == 0
     with pytest.raises(ValueError, match="no trainable parameters"):
         gs.end_to_end_fidelity(model.requires_grad_(False), loss_fn)
+
+
+def test_summary_maps_non_finite_means_to_none():
+    # zero input: the true grad_weight is 0, so norm_ratio/rel_error are inf for a nonzero used
+    layer = gs.convert(nn.Sequential(nn.Linear(3, 2)), "grad_weight=flip:1")
+    rec = gs.GradientRecorder()
+    rec.for_layer("0")("grad_weight", torch.ones(2, 3), torch.zeros(2, 3), False)
+    s = rec.summary()
+    assert s["0/grad_weight"]["norm_ratio"] is None and s["0/grad_weight"]["cosine"] == 0.0
+    assert rec.records[0].as_dict()["rel_error"] is None
+    json.dumps(s, allow_nan=False)
+    del layer
+
+
+def _ckpt_model(spec):
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 4))
+    return gs.convert(nn.Sequential(block, nn.Linear(4, 1)), spec, generator=0)
+
+
+@pytest.mark.parametrize("spec", ["exact", "grad_input=sign", "grad_input=flip:0.3"])
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.parametrize("backward_inside", [False, True])
+def test_recorder_with_activation_checkpointing(spec, reentrant, backward_inside):
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    plain = _ckpt_model(spec)
+    with gs.record_gradients(plain) as want:
+        plain(x).sum().backward()
+    model = _ckpt_model(spec)
+    with gs.record_gradients(model) as rec:
+        out = model[1](checkpoint(model[0], x, use_reentrant=reentrant)).sum()
+        if backward_inside:
+            out.backward()
+    if not backward_inside:
+        out.backward()
+    # every layer recorded once per target, with the numbers of the uncheckpointed model
+    got, ref = rec.summary(), want.summary()
+    assert got.keys() == ref.keys()
+    for key in ref:
+        assert got[key] == pytest.approx(ref[key], abs=1e-12), key
+    assert sorted((r.layer, r.target, r.call) for r in rec.records) == \
+        sorted((r.layer, r.target, r.call) for r in want.records)
+    for p, q in zip(model.parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0)
+    # the binding ends: a later checkpointed step is neither recorded nor broken
+    n = len(rec.records)
+    model[1](checkpoint(model[0], x, use_reentrant=reentrant)).sum().backward()
+    assert len(rec.records) == n and all(m.recorder is None for m in model.modules()
+                                         if isinstance(m, gs.SurrogateMixin))
+
+
+def _train_mode_bitwise(model, loss_fn):
+    fid = gs.end_to_end_fidelity(model, loss_fn)
+    assert fid
+    for name, m in fid.items():
+        assert m["cosine"] == pytest.approx(1.0, abs=1e-12), name
+        assert m["rel_error"] <= 1e-12 and m["sign_agreement"] == 1.0, name
+
+
+@pytest.mark.filterwarnings("ignore:convert left")
+def test_end_to_end_fidelity_fixes_dropout_and_batchnorm_on_zoo_models():
+    torch.manual_seed(0)
+    net = zoo.resnet18_like(num_classes=3, width=4, blocks=(1, 1))
+    net.insert(len(net) - 1, nn.Dropout(0.5))  # dropout before the head
+    ref = copy.deepcopy(net)
+    model = gs.convert(net, "exact")
+    x = torch.randn(4, 3, 16, 16)
+    torch.manual_seed(5)
+    _train_mode_bitwise(model, lambda: model(x).square().mean())
+    after = torch.get_rng_state()
+    # BatchNorm statistics are updated once, as by one training forward of the plain model,
+    # and the RNG stream advanced as by one forward pass
+    torch.manual_seed(5)
+    ref(x)
+    assert torch.equal(after, torch.get_rng_state())
+    for (name, b), r in zip(model.named_buffers(), ref.buffers()):
+        assert torch.equal(b, r), name
+
+    torch.manual_seed(0)
+    enc = gs.convert(zoo.transformer_encoder(vocab=16, d_model=16, nhead=2, num_layers=2,
+                                             dim_feedforward=32, num_classes=3, dropout=0.3),
+                     "exact")
+    tokens = torch.randint(0, 16, (4, 9))
+    _train_mode_bitwise(enc, lambda: enc(tokens).logsumexp(-1).mean())
+
+
+def test_feedback_alignment_angle_is_hand_computed():
+    torch.manual_seed(0)
+    model = gs.convert(nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2)),
+                       lambda n, m: "weight=random" if n == "0" else "grad_input=sign",
+                       generator=0)
+    angles = feedback_alignment(model)
+    assert list(angles) == ["0"]  # only feedback-mode layers
+    w, b = model[0].weight.detach().double(), model[0].feedback.double()
+    cos = (w * b).sum() / (w.norm() * b.norm())
+    assert angles["0"] == pytest.approx(math.degrees(math.acos(cos)), rel=1e-12)
+    state = model[0].generator.get_state()
+    feedback_alignment(model)
+    assert torch.equal(model[0].generator.get_state(), state)  # drew nothing
+    # B = W (an aligned feedback) is 0 degrees, B = -W is 180
+    with torch.no_grad():
+        model[0].feedback.copy_(model[0].weight)
+    assert feedback_alignment(model)["0"] == pytest.approx(0.0, abs=1e-5)
+    with torch.no_grad():
+        model[0].feedback.copy_(-model[0].weight)
+    assert feedback_alignment(model)["0"] == pytest.approx(180.0, abs=1e-5)
+
+
+FEEDBACK_MODES = sorted(n for n, c in MODES.items()
+                        if isinstance(c, type) and issubclass(c, FeedbackMode))
+
+
+@pytest.mark.parametrize("mode", FEEDBACK_MODES)
+def test_feedback_alignment_is_the_angle_of_the_next_backward(mode):
+    # y = x W^T with grad_output = I: grad_input = I B = B and the true one is W, so the
+    # recorded grad_input angle is the angle between the B of that backward and W (for brsf,
+    # whose B is redrawn every backward, feedback_alignment reads the B the next one draws)
+    torch.manual_seed(0)
+    model = gs.convert(nn.Sequential(nn.Linear(6, 3, bias=False)), f"weight={mode}", generator=1)
+    x = torch.randn(3, 6, requires_grad=True)
+    angle = feedback_alignment(model)["0"]
+    assert 0.0 <= angle <= 180.0
+    with gs.record_gradients(model) as rec:
+        y = model(x)
+    y.backward(torch.eye(3))
+    assert rec.angles()["0"] == pytest.approx(angle, abs=1e-4)
+
+
+def test_feedback_alignment_gives_one_angle_per_ensemble_member():
+    layer = gs.EnsembleSurrogateLinear(3, 4, 2, spec="weight=random", generator=0)
+    (name, angles), = feedback_alignment(layer).items()
+    assert name == "EnsembleSurrogateLinear"
+    want = [math.degrees(math.acos(float(gs.gradient_metrics(layer.feedback[k],
+                                                             layer.weight[k])["cosine"])))
+            for k in range(3)]
+    assert angles == pytest.approx(want, rel=1e-9)

@@ -198,3 +198,33 @@ def test_problem_truths_are_consistent(problem: str) -> None:
     _, jac, hes = truth(x)
     torch.testing.assert_close(jac, vmap(jacrev(f))(x))
     torch.testing.assert_close(hes, vmap(hessian(f))(x))
+
+
+def test_plain_sequential_value_and_no_grad_passes() -> None:
+    """value() equals an nn.Sequential (nn.Linear + nn.Softplus) holding the same weights,
+    at preactivations past nn.Softplus's switch to the identity too; the passes that reuse
+    buffers in place when no graph is built equal the autograd ones, with and without an
+    ensemble, for every scheme."""
+    gen = torch.Generator().manual_seed(3)
+    net = DifferentialMLP(3, 2, width=7, depth=3, generator=gen, dtype=F64)
+    layers: list[torch.nn.Module] = []
+    for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+        lin = torch.nn.Linear(w.shape[2], w.shape[1], dtype=F64)
+        with torch.no_grad():
+            lin.weight.copy_(w[0])
+            lin.bias.copy_(b[0])
+        layers += [lin, torch.nn.Softplus()] if k < len(net.weights) - 1 else [lin]
+    x = 12.0 * torch.randn(40, 3, generator=gen, dtype=F64)  # some |a| > 20
+    _assert_machine_close(net.value(x), torch.nn.Sequential(*layers)(x))
+    for ensemble in (None, 2):
+        for n, m in ((2, 1), (3, 2), (1, 3)):
+            net = DifferentialMLP(n, m, width=6, depth=3, ensemble=ensemble, dtype=F64,
+                                  generator=gen, activation="tanh")
+            x = torch.randn(*(ensemble,) * (ensemble is not None), 5, n, generator=gen,
+                            dtype=F64)
+            for mode in ("forward", "reverse"):
+                graph = (*net(x, mode=mode), *net(x, hessian=True, mode=mode))
+                with torch.no_grad():
+                    free = (*net(x, mode=mode), *net(x, hessian=True, mode=mode))
+                for a, b in zip(graph, free):
+                    assert torch.equal(a, b)

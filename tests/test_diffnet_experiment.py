@@ -362,3 +362,20 @@ def test_curves_of_split_runs_and_odd_intervals(tmp_path: pytest.TempPathFactory
     with pytest.raises(KeyboardInterrupt):
         train_one(late, "tanh", log=crash_at(1), checkpoint=ckpt, checkpoint_every=1)
     assert "test_mse" not in evaluate_checkpoint(ckpt)[2]
+
+
+def test_reference_cos_column_is_compared_with_cos_x() -> None:
+    """The reference's Cos column was made with cos(x): it is compared with ``cos``;
+    ``cos2pi`` gets its own column with no reference number."""
+    from gradsurrogate.diffnet.report import REFERENCE, format_table
+
+    for rows in REFERENCE.values():
+        for row in rows.values():
+            assert "cos" in row and "cos2pi" not in row
+    one = {"losses": np.array(["type1"]), "mse": np.array([[1e-9, 1e-9, 1e-9]]),
+           "finished": np.array([True]), "epoch": np.array([500]),
+           "diverged_at": np.array([0])}
+    text, wins, compared = format_table("sin1d", {"cos2pi": one, "cos": one})
+    assert (wins, compared) == (3, 3)
+    head = text.splitlines()[0]
+    assert head.index("Type 1 Loss / Cos |") < head.index("Type 1 Loss / Cos 2πx")

@@ -20,9 +20,9 @@ TINY = dict(steps=12, eval_every=4, diag_every=6, n_train=64, n_test=64, batch_s
 
 def test_default_grid_is_the_destroy_experiment():
     configs = default_grid()
-    assert len(configs) == 336  # (5 targets x (sign + 10 flip p) + exact) x 2 depths x 3 seeds
-    assert len({c.run_id for c in configs}) == 336
-    assert {c.depth for c in configs} == {2, 4} and {c.seed for c in configs} == {0, 1, 2}
+    assert len(configs) == 560  # (5 targets x (sign + 10 flip p) + exact) x 2 depths x 5 seeds
+    assert len({c.run_id for c in configs}) == 560
+    assert {c.depth for c in configs} == {2, 4} and {c.seed for c in configs} == {0, 1, 2, 3, 4}
     specs = {c.spec for c in configs}
     assert "exact" in specs and "grad_weight=sign" in specs and "grad_input=flip:0.45" in specs
     assert ("grad_input=flip:0.45,grad_weight=flip:0.45,weight=flip:0.45,input=flip:0.45"
@@ -33,8 +33,8 @@ def test_default_grid_is_the_destroy_experiment():
     with pytest.raises(ValueError, match="unknown grid target 'bias'; accepted: grad_input"):
         spec_for("bias", "sign")
     # All runs of one depth share a group key: one ensemble per depth.
-    assert len(chunk_configs(configs, 256)) == 2
-    assert [len(c) for c in chunk_configs(configs, 100)] == [84, 84, 84, 84]
+    assert len(chunk_configs(configs, 320)) == 2
+    assert [len(c) for c in chunk_configs(configs, 100)] == [94, 94, 92, 94, 94, 92]
 
 
 def test_grid_configs_hand_computed():

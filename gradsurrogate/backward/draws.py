@@ -10,10 +10,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Generators", "mean_abs", "per_member", "uniform_like"]
+__all__ = ["Generators", "draw_dtype", "mean_abs", "per_member", "uniform_like"]
 
 #: One generator, or one per ensemble member (index ``e`` of the leading dimension).
 Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def draw_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype random numbers are drawn in for tensors of ``dtype``: at least ``float32``."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def uniform_like(t: Tensor, generator: Generators, ensemble: bool = False) -> Tensor:
@@ -22,11 +27,14 @@ def uniform_like(t: Tensor, generator: Generators, ensemble: bool = False) -> Te
     With a sequence of generators (ensemble mode) member ``e`` draws ``t[e]`` from
     ``generator[e]``, so an ensemble reproduces the numbers of separate runs bitwise. Noise is
     drawn on the generator's device and moved, so a CPU generator gives the same numbers on
-    every device.
+    every device. Noise is drawn in ``float32`` for half-precision ``t`` (``float64`` stays
+    ``float64``), so a threshold ``u < p`` means the same in every dtype: a bfloat16 ``u`` takes
+    only 2⁸ values in [0.5, 1) and would turn ``p = 0.001`` into a 0.29% rate.
     """
+    dtype = draw_dtype(t.dtype)
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = t.device if generator is None else generator.device
-        u = torch.rand(t.shape, generator=generator, dtype=t.dtype, device=gen_device)
+        u = torch.rand(t.shape, generator=generator, dtype=dtype, device=gen_device)
         return u.to(t.device)
     if not ensemble or len(generator) != t.shape[0]:
         raise ValueError(
@@ -37,7 +45,7 @@ def uniform_like(t: Tensor, generator: Generators, ensemble: bool = False) -> Te
     if any(g.device != gen_device for g in generator):
         return torch.stack([uniform_like(t[e], g) for e, g in enumerate(generator)])
     # One buffer filled member by member: the numbers of torch.rand, without a stack per call.
-    u = torch.empty(t.shape, dtype=t.dtype, device=gen_device)
+    u = torch.empty(t.shape, dtype=dtype, device=gen_device)
     for e, g in enumerate(generator):
         u[e].uniform_(generator=g)
     return u.to(t.device)

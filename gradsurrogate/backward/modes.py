@@ -45,6 +45,7 @@ __all__ = [
     "accepted_modes",
     "make_mode",
     "parse_mode",
+    "register_mode",
 ]
 
 TARGETS: tuple[str, ...] = ("grad_input", "grad_weight", "weight", "input")
@@ -255,7 +256,8 @@ class RandomFeedback(FeedbackMode):
     """Feedback alignment: ``grad_input = grad_output @ B`` with a fixed random ``B``.
 
     ``B`` is drawn once per layer by :meth:`draw` (uniform like ``nn.Linear``'s init, bound
-    ``scale/sqrt(fan_in)``) and kept by the layer.
+    ``scale/sqrt(fan_in)``) and kept by the layer. ``fa`` (:mod:`.feedback`) draws the same
+    law through ``torch.nn.init`` (biotorch's numbers bitwise); this form is kept as it was.
     """
 
     scale: float = 1.0
@@ -344,6 +346,16 @@ _SYNTAX = {
     "random": "random[:SCALE]",
     "learned": "learned",
 }
+
+
+def register_mode(cls: type[BackwardMode], syntax: str) -> type[BackwardMode]:
+    """Add ``cls`` to :data:`MODES` under ``cls.name`` (``syntax`` is its help text, e.g.
+    ``"fa[:kaiming|xavier]"``); the feedback-alignment family registers itself this way."""
+    if cls.name in MODES and MODES[cls.name] is not cls:
+        raise ValueError(f"backward mode name {cls.name!r} is taken by {MODES[cls.name]!r}")
+    MODES[cls.name] = cls
+    _SYNTAX[cls.name] = syntax
+    return cls
 
 
 def accepted_modes(target: str) -> str:

@@ -61,8 +61,9 @@ class ExperimentConfig:
 
     problem: str = field(default="sin1d", metadata=_help(
         f"target function: {', '.join(DIFFNET_PROBLEMS)}"))
-    activations: tuple[str, ...] = field(default=("relu", "softplus", "tanh", "cos2pi"),
-                                         metadata=_help("activations, one run each"))
+    activations: tuple[str, ...] = field(
+        default=("relu", "softplus", "tanh", "cos", "cos2pi"), metadata=_help(
+            "activations, one run each (the reference's Cos column is cos(x): cos)"))
     losses: tuple[str, ...] = field(default=DIFFNET_LOSSES, metadata=_help(
         f"loss variants trained together: {', '.join(DIFFNET_LOSSES)}"))
     width: int = field(default=128, metadata=_help("hidden units per layer"))

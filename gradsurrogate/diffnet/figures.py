@@ -16,7 +16,8 @@ from gradsurrogate.io import save_figure
 __all__ = ["DISPLAY", "LOSS_NAMES", "MSE_LABELS", "TITLES", "plot_learning_curves",
            "plot_problem"]
 
-DISPLAY = {"relu": "ReLu", "softplus": "SoftPlus", "tanh": "TanH", "cos2pi": "Cos"}
+DISPLAY = {"relu": "ReLu", "softplus": "SoftPlus", "tanh": "TanH", "cos": "Cos",
+           "cos2pi": "Cos 2πx"}
 LOSS_NAMES = {"type1": "Type 1 Loss", "type2": "Type 2 Loss", "hessian": "Hessian Loss"}
 #: labels of the three test MSEs (``mse[..., k]``, :data:`.config.METRIC_KEYS` order)
 MSE_LABELS = ("MSE f(x)", "MSE ∂f/∂x", "MSE ∂²f/∂x²")

@@ -35,9 +35,10 @@ import itertools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradsurrogate.activations import Activation, get_activation
+from gradsurrogate.activations import Activation, Softplus, get_activation
 from gradsurrogate.registry import check_choice, check_int, check_number
 
 __all__ = ["HESSIAN_MODES", "INITS", "JACOBIAN_MODES", "DifferentialMLP"]
@@ -45,6 +46,11 @@ __all__ = ["HESSIAN_MODES", "INITS", "JACOBIAN_MODES", "DifferentialMLP"]
 JACOBIAN_MODES = ("auto", "forward", "reverse")
 HESSIAN_MODES = ("auto", "forward", "reverse")
 INITS = ("xavier_normal", "orthogonal", "sparse")
+
+
+def _mul(t: Tensor, s: Tensor) -> Tensor:
+    """t ⊙ s, in place into t (a fresh product) when no autograd graph is being built."""
+    return t.mul_(s) if not (t.requires_grad or s.requires_grad) else t * s
 
 
 def _check_mode(mode: str, accepted: tuple[str, ...], what: str) -> str:
@@ -164,13 +170,15 @@ class DifferentialMLP(nn.Module):
         return chosen
 
     # ------------------------------------------------------------------ shapes
+    # Without an ensemble (E = 1) tensors carry no E axis and layers are plain 2-D matrix
+    # products (F.linear / matmul on W_l[0], no copies); with one they are batched (bmm).
     def _flatten(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-        """(*, n) -> (1, B, n), or (E, *, n) -> (E, B, n) with an ensemble; returns lead dims."""
+        """(*, n) -> (B, n), or (E, *, n) -> (E, B, n) with an ensemble; returns lead dims."""
         if x.shape[-1:] != (self.n_in,):
             raise ValueError(f"input must have last dim n_in={self.n_in}, got {tuple(x.shape)}")
         if self.ensemble is None:
             lead = tuple(x.shape[:-1])
-            return x.reshape(1, math.prod(lead), self.n_in), lead
+            return x.reshape(math.prod(lead), self.n_in), lead
         if x.dim() < 2 or x.shape[0] != self.ensemble:
             raise ValueError(
                 f"ensemble input must have shape (E={self.ensemble}, *, {self.n_in}), "
@@ -180,37 +188,62 @@ class DifferentialMLP(nn.Module):
         return x.reshape(self.ensemble, math.prod(lead), self.n_in), lead
 
     def _unflatten(self, t: Tensor, lead: tuple[int, ...], tail: tuple[int, ...]) -> Tensor:
-        """(E, B, *tail) -> (*lead, *tail) (E dropped) or (E, *lead, *tail)."""
+        """([E,] B, *tail) -> (*lead, *tail) or (E, *lead, *tail)."""
         front = lead if self.ensemble is None else (self.ensemble, *lead)
         return t.reshape(*front, *tail)
 
-    @staticmethod
-    def _affine(h: Tensor, w: Tensor, b: Tensor) -> Tensor:
-        """a[e,n,o] = Σ_i h[e,n,i] w[e,o,i] + b[e,o]."""
+    def _w(self, k: int) -> Tensor:
+        """W_k for broadcasting against ([E,] B, ..., o, i) tensors: (o, i) or (E, 1, o, i)."""
+        w = self.weights[k]
+        return w[0] if self.ensemble is None else w.unsqueeze(1)
+
+    def _affine(self, h: Tensor, k: int) -> Tensor:
+        """a = h W_kᵀ + b_k: ([E,] B, i) -> ([E,] B, o)."""
+        w, b = self.weights[k], self.biases[k]
+        if self.ensemble is None:
+            return F.linear(h, w[0], b[0])
         return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
 
-    @staticmethod
-    def _rows(t: Tensor, w: Tensor) -> Tensor:
-        """Right-multiply every row vector of t (E, ..., i) by wᵀ, w (E, o, i) -> (E, ..., o)."""
+    def _rows(self, t: Tensor, k: int) -> Tensor:
+        """Every row of t times W_kᵀ: ([E,] B, ..., i) -> ([E,] B, ..., o)."""
+        w = self.weights[k]
+        if self.ensemble is None:
+            return torch.matmul(t, w[0].t())
         rows = math.prod(t.shape[1:-1])
         out = torch.bmm(t.reshape(t.shape[0], rows, t.shape[-1]), w.transpose(1, 2))
         return out.reshape(*t.shape[:-1], w.shape[1])
 
-    @staticmethod
-    def _back(t: Tensor, w: Tensor) -> Tensor:
-        """Left-multiply rows of t (E, ..., o) by w (E, o, i): (E, ..., o) -> (E, ..., i)."""
+    def _back(self, t: Tensor, k: int) -> Tensor:
+        """Every row of t times W_k: ([E,] B, ..., o) -> ([E,] B, ..., i)."""
+        w = self.weights[k]
+        if self.ensemble is None:
+            return torch.matmul(t, w[0])
         rows = math.prod(t.shape[1:-1])
         out = torch.bmm(t.reshape(t.shape[0], rows, t.shape[-1]), w)
         return out.reshape(*t.shape[:-1], w.shape[2])
+
+    def _act(self, a: Tensor, order: int) -> tuple[Tensor, ...]:
+        """(g(a), g'(a)[, g''(a)]); softplus takes a fused path (one softplus kernel, one
+        sigmoid; exact: the switch to the identity is at βa > 40, where the remainder
+        log1p(e^{-βa})/β < 5e-18 relative)."""
+        act = self.activation
+        if type(act) is not Softplus:
+            return act.derivatives(a, order) if order else (act.g(a),)
+        h = F.softplus(a, act.beta, 40.0)
+        if not order:
+            return (h,)
+        z = a if act.beta == 1.0 else act.beta * a
+        s = torch.sigmoid(z)
+        return (h, s) if order == 1 else (h, s, act.beta * s * torch.sigmoid(-z))
 
     # ------------------------------------------------------------------ passes
     def value(self, x: Tensor) -> Tensor:
         """Plain forward pass: x (*, n) [or (E, *, n)] -> y (*, m) [or (E, *, m)]."""
         h, lead = self._flatten(x)
-        for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = self.activation.g(self._affine(h, w, b))
-        y = self._affine(h, self.weights[-1], self.biases[-1])
-        return self._unflatten(y, lead, (self.n_out,))
+        last = len(self.weights) - 1
+        for k in range(last):
+            h = self._act(self._affine(h, k), 0)[0]
+        return self._unflatten(self._affine(h, last), lead, (self.n_out,))
 
     def forward(
         self, x: Tensor, hessian: bool = False, mode: str | None = None
@@ -238,71 +271,67 @@ class DifferentialMLP(nn.Module):
         )
 
     def _jac_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Tangents T[e,n,i,o] = ∂h_o/∂x_i carried forward; J = (T W_outᵀ)ᵀ."""
-        ws, bs, act = self.weights, self.biases, self.activation
-        h, d = act.derivatives(self._affine(x, ws[0], bs[0]), 1)
-        tan = d.unsqueeze(2) * ws[0].transpose(1, 2).unsqueeze(1)  # (E, B, n, o)
-        for w, b in zip(ws[1:-1], bs[1:-1]):
-            h, d = act.derivatives(self._affine(h, w, b), 1)
-            tan = d.unsqueeze(2) * self._rows(tan, w)
-        y = self._affine(h, ws[-1], bs[-1])
-        return y, self._rows(tan, ws[-1]).transpose(-1, -2)
+        """Tangents T[..., i, o] = ∂h_o/∂x_i carried forward; J = (T W_outᵀ)ᵀ."""
+        last = len(self.weights) - 1
+        h, d = self._act(self._affine(x, 0), 1)
+        tan = d.unsqueeze(-2) * self._w(0).transpose(-1, -2)  # ([E,] B, n, o)
+        for k in range(1, last):
+            h, d = self._act(self._affine(h, k), 1)
+            tan = _mul(self._rows(tan, k), d.unsqueeze(-2))
+        return self._affine(h, last), self._rows(tan, last).transpose(-1, -2)
 
     def _hidden_pass(self, x: Tensor, order: int) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
         """Forward pass keeping (g', [g'']) of every hidden layer; returns (y, derivs)."""
-        ws, bs, act = self.weights, self.biases, self.activation
-        h, saved = x, []
-        for w, b in zip(ws[:-1], bs[:-1]):
-            h, *ders = act.derivatives(self._affine(h, w, b), order)
+        h, saved, last = x, [], len(self.weights) - 1
+        for k in range(last):
+            h, *ders = self._act(self._affine(h, k), order)
             saved.append(tuple(ders))
-        return self._affine(h, ws[-1], bs[-1]), saved
+        return self._affine(h, last), saved
 
     def _jac_reverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Adjoints G[e,n,k,o] = ∂y_k/∂a_o swept back from the output; J = G_1 W_1."""
-        ws = self.weights
+        """Adjoints G[..., k, o] = ∂y_k/∂a_o swept back from the output; J = G_1 W_1."""
+        last = len(self.weights) - 1
         y, saved = self._hidden_pass(x, 1)
-        adj = ws[-1].unsqueeze(1) * saved[-1][0].unsqueeze(2)  # (E, B, m, o)
-        for w, (d,) in zip(reversed(ws[1:-1]), reversed(saved[:-1])):
-            adj = self._back(adj, w) * d.unsqueeze(2)
-        return y, self._back(adj, ws[0])
+        adj = self._w(last) * saved[-1][0].unsqueeze(-2)  # ([E,] B, m, o)
+        for k in range(last - 1, 0, -1):
+            adj = _mul(self._back(adj, k), saved[k - 1][0].unsqueeze(-2))
+        return y, self._back(adj, 0)
 
     def _hess_forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Second-order forward mode: carries T (E,B,n,o) and Hh (E,B,n,n,o) = ∂²h_o/∂x∂x."""
-        ws, bs, act = self.weights, self.biases, self.activation
-        h, d, dd = act.derivatives(self._affine(x, ws[0], bs[0]), 2)
-        ta = ws[0].transpose(1, 2).unsqueeze(1)  # ∂a/∂x: (E, 1, n, o)
-        tan = d.unsqueeze(2) * ta
-        hh = dd[:, :, None, None, :] * ta.unsqueeze(3) * ta.unsqueeze(2)
-        for w, b in zip(ws[1:-1], bs[1:-1]):
-            h, d, dd = act.derivatives(self._affine(h, w, b), 2)
-            ta = self._rows(tan, w)
-            hh = dd[:, :, None, None, :] * ta.unsqueeze(3) * ta.unsqueeze(2) + d[
-                :, :, None, None, :
-            ] * self._rows(hh, w)
-            tan = d.unsqueeze(2) * ta
-        y = self._affine(h, ws[-1], bs[-1])
-        jac = self._rows(tan, ws[-1]).transpose(-1, -2)
-        hess = self._rows(hh, ws[-1]).permute(0, 1, 4, 2, 3)
-        return y, jac, hess
+        """Second-order forward mode: carries T (.., n, o) and Hh (.., n, n, o) = ∂²h_o/∂x∂x."""
+        last = len(self.weights) - 1
+        h, d, dd = self._act(self._affine(x, 0), 2)
+        ta = self._w(0).transpose(-1, -2)  # ∂a/∂x: (n, o) or (E, 1, n, o)
+        tan = d.unsqueeze(-2) * ta
+        hh = dd.unsqueeze(-2).unsqueeze(-2) * (ta.unsqueeze(-2) * ta.unsqueeze(-3))
+        for k in range(1, last):
+            h, d, dd = self._act(self._affine(h, k), 2)
+            ta = self._rows(tan, k)
+            hh = dd.unsqueeze(-2).unsqueeze(-2) * (ta.unsqueeze(-2) * ta.unsqueeze(-3)) + \
+                _mul(self._rows(hh, k), d.unsqueeze(-2).unsqueeze(-2))
+            tan = _mul(ta, d.unsqueeze(-2))
+        y = self._affine(h, last)
+        jac = self._rows(tan, last).transpose(-1, -2)
+        return y, jac, self._rows(hh, last).movedim(-1, -3)
 
     def _hess_reverse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Forward-over-reverse: tangents ∂a_l/∂x forward, then adjoints G and Ġ backward."""
-        ws, bs, act = self.weights, self.biases, self.activation
-        h, d, dd = act.derivatives(self._affine(x, ws[0], bs[0]), 2)
-        ta = ws[0].transpose(1, 2).unsqueeze(1)  # (E, 1, n, o)
-        saved = [(d, dd.unsqueeze(2) * ta)]  # (g'(a_l), g''(a_l) ⊙ ∂a_l/∂x_i)
-        for w, b in zip(ws[1:-1], bs[1:-1]):
-            ta = self._rows(d.unsqueeze(2) * ta, w)
-            h, d, dd = act.derivatives(self._affine(h, w, b), 2)
-            saved.append((d, dd.unsqueeze(2) * ta))
-        y = self._affine(h, ws[-1], bs[-1])
-        w_out = ws[-1].unsqueeze(1)  # (E, 1, m, o)
-        adj = w_out * d.unsqueeze(2)  # (E, B, m, o)
-        adj_dot = w_out.unsqueeze(3) * saved[-1][1].unsqueeze(2)  # (E, B, m, n, o)
-        for w, (d, dd_ta) in zip(reversed(ws[1:-1]), reversed(saved[:-1])):
-            p = self._back(adj, w)
-            adj_dot = self._back(adj_dot, w) * d[:, :, None, None, :] + p.unsqueeze(
-                3
-            ) * dd_ta.unsqueeze(2)
-            adj = p * d.unsqueeze(2)
-        return y, self._back(adj, ws[0]), self._back(adj_dot, ws[0])
+        last = len(self.weights) - 1
+        h, d, dd = self._act(self._affine(x, 0), 2)
+        ta = self._w(0).transpose(-1, -2)  # ∂a_1/∂x: (n, o) or (E, 1, n, o)
+        saved = [(d, dd.unsqueeze(-2) * ta)]  # (g'(a_l), g''(a_l) ⊙ ∂a_l/∂x_i)
+        for k in range(1, last):
+            ta = self._rows(d.unsqueeze(-2) * ta, k)
+            h, d, dd = self._act(self._affine(h, k), 2)
+            saved.append((d, dd.unsqueeze(-2) * ta))
+        y = self._affine(h, last)
+        w_out = self._w(last)  # (m, o) or (E, 1, m, o)
+        adj = w_out * d.unsqueeze(-2)  # ([E,] B, m, o)
+        adj_dot = w_out.unsqueeze(-2) * saved[-1][1].unsqueeze(-3)  # ([E,] B, m, n, o)
+        for k in range(last - 1, 0, -1):
+            d, dd_ta = saved[k - 1]
+            p = self._back(adj, k)
+            adj_dot = _mul(self._back(adj_dot, k), d.unsqueeze(-2).unsqueeze(-2)) + \
+                p.unsqueeze(-2) * dd_ta.unsqueeze(-3)
+            adj = _mul(p, d.unsqueeze(-2))
+        return y, self._back(adj, 0), self._back(adj_dot, 0)

@@ -2,8 +2,12 @@
 
 Example::
 
-    gradsurrogate restore --dim-in 32 --dim-out 32 --dim-sample 8 --loss mixed \\
-        --surrogate structured --target jvp --epochs auto --out runs/restore
+    gradsurrogate restore --dim-in 64 --dim-out 64 --out runs/restore
+
+restores f(x) = A x (64x64) from 2x the information limit (128 directional evaluations, 16 held
+out), replaying the probe bank offline with SGD at the learning rate estimated from the probes,
+and prints the least-squares baseline on the same probes beside it. ``--method least-squares``
+runs the baseline alone; ``--probes fresh --budget 50`` draws new probes every step.
 
 The flags are generated from :class:`~.config.RestoreConfig` (its defaults are the only ones;
 ``--dim-in`` and ``--dim_in`` both work). Stores through :func:`~.run.run_restore`: one record
@@ -32,8 +36,9 @@ from ..cli import (
 )
 from ..runs import RESULTS, RunStore, read_part
 from .config import RestoreConfig
+from .problems import load_function
 from .report import REPORT, write_report
-from .run import PART, PROJECT, run_restore, run_restores
+from .run import PART, PROJECT, describe, run_restore, run_restores
 
 __all__ = ["build_parser", "main", "parse_config", "report_main", "run_sweep"]
 
@@ -57,11 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _body(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(RestoreConfig, args)
+    if ":" in cfg.problem:  # a user's module:function must import before any work
+        load_function(cfg.problem)
     set_threads(args.threads)
     with RunStore(args.out, part=PART) as store:  # --out writable, before any work
         record = run_restore(cfg, store, restart=args.restart, wandb=args.wandb,
                              project=args.wandb_project, figures=args.figures)
         write_report(store)
+    print(describe(record))
     if record.get("diverged"):
         step = record.get("diverged_step")
         print(f"gradsurrogate restore: run {record['run_id']} diverged: non-finite loss or "

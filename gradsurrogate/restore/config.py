@@ -10,6 +10,7 @@ setting and of its defaults (the CLI flags are generated from it), validated onc
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,19 +19,33 @@ import torch
 from ..integrate import INTEGRATORS
 from ..registry import check_choice, check_int, check_number
 from .losses import accepted_losses, get_loss
-from .problems import RESTORE_PROBLEMS, RestoreProblem
-from .sampling import COTANGENT_DISTS, DIRECTION_DISTS, check_dim_sample, normalised_epochs
+from .problems import RESTORE_PROBLEMS, RestoreProblem, callable_problem, load_function
+from .sampling import (
+    COTANGENT_DISTS,
+    DIRECTION_DISTS,
+    SUBSPACE_MODES,
+    check_dim_sample,
+    normalised_epochs,
+)
 from .surrogates import SURROGATES, Surrogate, make_surrogate
 from .targets import DF_TARGETS, FD_SCHEMES
 
-__all__ = ["DTYPES", "MAX_EPOCHS", "RESTORE_OPTIMIZERS", "RestoreConfig", "build_problem",
-           "build_surrogate"]
+__all__ = ["DTYPES", "MAX_EPOCHS", "METHODS", "PROBE_MODES", "RESTORE_OPTIMIZERS",
+           "RestoreConfig", "build_problem", "build_surrogate"]
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 #: the most epochs a run may have (given or resolved from ``"auto"``): a bound on run time
 MAX_EPOCHS = 10**9
+#: the fewest steps of epochs ``"auto"`` (the held-out stopping rule ends runs earlier)
+MIN_AUTO_EPOCHS = 1000
 RESTORE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+#: ``replay``: evaluate a bank of ``budget`` probes once, then train on it (offline);
+#: ``fresh``: new probes every step until the budget is spent (what online restoration does)
+PROBE_MODES = ("replay", "fresh")
+#: ``train``: fit the surrogate by the loss; ``least-squares``: the closed-form baseline on the
+#: same probes (structured surrogate only)
+METHODS = ("train", "least-squares")
 
 
 def _f(default: Any, help_: str) -> Any:
@@ -41,6 +56,23 @@ def _name(value: Any, accepted: Any, what: str) -> str:
     """A choice, compared lower-cased and stripped; stored in that canonical form."""
     key = value.strip().lower() if isinstance(value, str) else value
     return check_choice(key, accepted, what)
+
+
+def _float(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number or 'auto'; got {value!r}") from None
+
+
+def _problem_name(value: Any) -> str:
+    """A built-in problem name, or ``module:function`` (a user's ``f``, kept as typed)."""
+    if isinstance(value, str) and ":" in value:
+        module, _, attr = value.strip().partition(":")
+        if not module or not attr:
+            raise ValueError(f"problem {value!r}: a user's function is given as module:function")
+        return value.strip()
+    return _name(value, RESTORE_PROBLEMS, "problem")
 
 
 def _optional_int(value: Any, name: str, low: int = 1) -> int | None:
@@ -59,23 +91,42 @@ class RestoreConfig:
     be finite and positive.
     """
 
-    problem: str = _f("linear", "f(x) = A x (linear) or tanh(A x) (tanh)")
+    problem: str = _f("linear", "f(x) = A x (linear), tanh(A x) (tanh), tanh(A x + b) (tanh_bias), "
+                                "a 2-layer tanh MLP (mlp2), or module:function (a user's f)")
     dim_in: int = _f(16, "input dimension of f")
     dim_out: int = _f(16, "output dimension of f")
-    dim_sample: int = _f(4, "coordinates of the random subspace of each minibatch (<= dim-in)")
+    dim_sample: int | str = _f("auto", "coordinates of the random subspace of each minibatch "
+                                       "(<= dim-in), or 'auto' = dim-in")
     loss: str = _f("mse", accepted_losses())
     surrogate: str = _f("structured", ", ".join(SURROGATES))
-    width: int | None = _f(None, "hidden width of mlp/loglinexp surrogates (their default if "
-                                 "unset)")
+    width: int | None = _f(None, "hidden width of mlp/loglinexp/jacnet surrogates (their "
+                                 "default if unset)")
     initial_messup: float = _f(1.0, "scale of the initial surrogate parameters (>= 0)")
     target: str = _f("jvp", "how df is obtained: " + ", ".join(DF_TARGETS))
-    epochs: int | str = _f("auto", "number of epochs (<= 1e9), or 'auto' = "
-                                   "ceil(epoch-scale*dim-in*dim-out/dim-sample), stored "
-                                   "resolved")
+    method: str = _f("train", ", ".join(METHODS) + " (least-squares: the closed-form baseline "
+                                                   "on the same probes)")
+    probes: str = _f("replay", "replay: evaluate a bank of BUDGET probes once and train on it "
+                               "(offline); fresh: new probes every step")
+    budget: float = _f(2.0, "directional evaluations, in multiples of the information limit "
+                            "dim-in (held-out probes included)")
+    heldout: float = _f(0.125, "fraction of the budget kept out of training: the held-out "
+                               "probe loss that stops the run and picks the best state")
+    epochs: int | str = _f("auto", "maximum optimizer steps (<= 1e9), or 'auto' = "
+                                   "max(1000, ceil(epoch-scale*dim-in*dim-out/dim-sample)), "
+                                   "stored resolved")
     epoch_scale: float = _f(16.0, "factor of epochs 'auto'")
     steps_per_epoch: int = _f(1, "minibatches per epoch")
-    lr: float = _f(2e-2, "learning rate")
-    optimizer: str = _f("adam", ", ".join(RESTORE_OPTIMIZERS))
+    lr: float | str = _f("auto", "learning rate, or 'auto' = lr-scale / (curvature estimated "
+                                 "from the probes' norms)")
+    lr_scale: float = _f(0.8, "factor of lr 'auto' (1 = half the estimated stability edge)")
+    optimizer: str = _f("sgd", ", ".join(RESTORE_OPTIMIZERS))
+    momentum: float = _f(0.0, "momentum of sgd (in [0, 1))")
+    eval_every: int = _f(10, "steps between held-out (and true-Jacobian) evaluations")
+    stop_tol: float = _f(1e-5, "stop once the held-out relative residual is below this")
+    patience: int = _f(30, "stop after this many evaluations without a 1 percent held-out "
+                           "improvement")
+    subspace: str = _f("cycle", ", ".join(SUBSPACE_MODES) + " (cycle: coordinates without "
+                                                            "replacement)")
     points: int = _f(1, "points alpha per minibatch")
     directions: int | None = _f(None, "directions per point (default: dim-sample)")
     cotangents: int | None = _f(None, "cotangents per point (default: dim-out)")
@@ -86,18 +137,26 @@ class RestoreConfig:
     integral_step: float = _f(1.0, "segment length factor (target integral)")
     integral_method: str = _f("gauss-legendre", ", ".join(INTEGRATORS))
     integral_nodes: int = _f(8, "nodes of the Gauss integrators (target integral)")
-    probe_budget: int | None = _f(None, "stop probing after this many probes, then replay them")
+    probe_budget: int | None = _f(None, "probes (directional evaluations) to spend, overriding "
+                                        "budget")
     target_cosine: float | None = _f(None, "stop once the cosine with the true Jacobian "
-                                           "reaches this")
+                                           "reaches this (needs a known Jacobian)")
     eval_points: int = _f(4, "points at which the restored Jacobian is compared")
     seed: int = _f(0, "seed of A, the surrogate init (seed+1) and the probes")
     dtype: str = _f("float32", ", ".join(DTYPES))
 
     def __post_init__(self) -> None:
         put = object.__setattr__
-        put(self, "problem", _name(self.problem, RESTORE_PROBLEMS, "problem"))
+        put(self, "problem", _problem_name(self.problem))
         check_int(self.dim_in, "dim_in", 1)
         check_int(self.dim_out, "dim_out", 1)
+        if isinstance(self.dim_sample, str) and self.dim_sample.strip().isdigit():
+            put(self, "dim_sample", int(self.dim_sample.strip()))
+        if isinstance(self.dim_sample, str):
+            if self.dim_sample.strip().lower() != "auto":
+                raise ValueError(f"dim_sample must be an integer in [1, {self.dim_in}] or "
+                                 f"'auto'; got {self.dim_sample!r}")
+            put(self, "dim_sample", self.dim_in)
         check_dim_sample(self.dim_sample, self.dim_in)
         put(self, "loss", str(get_loss(self.loss)))
         put(self, "surrogate", _name(self.surrogate, SURROGATES, "surrogate"))
@@ -112,8 +171,26 @@ class RestoreConfig:
         put(self, "epochs", self._resolve_epochs())
         for name in ("steps_per_epoch", "points", "integral_nodes", "eval_points"):
             check_int(getattr(self, name), name, 1)
-        put(self, "lr", check_number(self.lr, "lr"))
+        if isinstance(self.lr, str) and self.lr.strip().lower() == "auto":
+            put(self, "lr", "auto")
+        else:
+            put(self, "lr", check_number(_float(self.lr, "lr"), "lr"))
+        put(self, "lr_scale", check_number(self.lr_scale, "lr_scale"))
         put(self, "optimizer", _name(self.optimizer, RESTORE_OPTIMIZERS, "optimizer"))
+        put(self, "momentum", check_number(self.momentum, "momentum", 0.0, 1.0, low_open=False,
+                                           high_open=True))
+        put(self, "method", _name(self.method, METHODS, "method"))
+        put(self, "probes", _name(self.probes, PROBE_MODES, "probes"))
+        put(self, "budget", check_number(self.budget, "budget"))
+        put(self, "heldout", check_number(self.heldout, "heldout", 0.0, 1.0, low_open=False,
+                                          high_open=True))
+        put(self, "stop_tol", check_number(self.stop_tol, "stop_tol", 0.0, low_open=False))
+        check_int(self.eval_every, "eval_every", 1)
+        check_int(self.patience, "patience", 1)
+        put(self, "subspace", _name(self.subspace, SUBSPACE_MODES, "subspace"))
+        if self.method == "least-squares" and self.surrogate != "structured":
+            raise ValueError(f"method 'least-squares' gives a matrix: it needs surrogate "
+                             f"'structured'; got {self.surrogate!r}")
         _optional_int(self.directions, "directions")
         _optional_int(self.cotangents, "cotangents")
         put(self, "direction_dist", _name(self.direction_dist, DIRECTION_DISTS,
@@ -150,11 +227,26 @@ class RestoreConfig:
                         f"epochs 'auto' = ceil(epoch_scale*dim_in*dim_out/dim_sample) = {auto:.3g}"
                         f" (epoch_scale={self.epoch_scale:g}) is more than {MAX_EPOCHS:.0e}; "
                         "lower epoch_scale or give epochs")
-                return auto
+                return max(MIN_AUTO_EPOCHS, auto)
             if not text.isdigit():
                 raise ValueError(f"epochs must be a positive integer or 'auto'; got {epochs!r}")
             epochs = int(text)
         return check_int(epochs, "epochs", 1, MAX_EPOCHS)
+
+    @property
+    def total_probes(self) -> int:
+        """Directional evaluations to spend: ``probe_budget``, else ``ceil(budget·dim_in)``."""
+        if self.probe_budget is not None:
+            return self.probe_budget
+        return max(2, math.ceil(self.budget * self.dim_in))
+
+    @property
+    def heldout_probes(self) -> int:
+        """Probes of the budget kept for the held-out loss (0 when ``heldout`` is 0)."""
+        if self.heldout == 0:
+            return 0
+        share = min(round(self.heldout * self.total_probes), max(4, 2 * self.dim_in))
+        return min(self.total_probes - 1, max(4, share))
 
     @property
     def k(self) -> int:
@@ -189,7 +281,11 @@ class RestoreConfig:
 
 def build_problem(cfg: RestoreConfig, device: torch.device | str | None = None
                   ) -> RestoreProblem:
-    """The problem ``cfg`` names: ``A`` (o, i) drawn from ``cfg.seed``, in ``cfg.dtype``."""
+    """The problem ``cfg`` names: weights drawn from ``cfg.seed``, in ``cfg.dtype``; for
+    ``module:function`` the user's ``f`` (its Jacobian by autograd when torch can)."""
+    if ":" in cfg.problem:
+        return callable_problem(load_function(cfg.problem), cfg.dim_in, cfg.dim_out,
+                                cfg.torch_dtype, device, name=cfg.problem)
     return RESTORE_PROBLEMS[cfg.problem](cfg.dim_in, cfg.dim_out, seed=cfg.seed,
                                          dtype=cfg.torch_dtype, device=device)
 

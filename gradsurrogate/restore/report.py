@@ -2,7 +2,9 @@
 
 Columns: the run id, the config settings that vary between the runs (for a single run: those
 that differ from the defaults), the status, the final cosine / relative error / sign agreement
-with the true Jacobian, the directional evaluations spent and, for diverged runs, the step.
+with the true Jacobian, the held-out relative residual (probes only), the directional
+evaluations spent and their multiple of the limit (``dim_in``), the probe mode, the
+least-squares baseline on the same probes and, for diverged runs, the step.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from .run import PART, record_config, stored_records
 __all__ = ["REPORT", "report_table", "write_report"]
 
 REPORT = "report.md"
-_METRICS = ("status", "final_cosine", "final_rel_error", "final_sign_agreement", "jvp_evals",
+_METRICS = ("status", "final_cosine", "final_rel_error", "final_sign_agreement",
+            "final_heldout_rel", "jvp_evals", "x_limit", "probes", "ls_cosine", "ls_rel_error",
             "diverged_step")
 
 

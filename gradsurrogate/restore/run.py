@@ -5,7 +5,11 @@ Each run appends one record to ``OUT/results.jsonl``::
     {"run_id", "config": RestoreConfig.to_dict(), "status": "done" | "target_reached" |
      "diverged", "diverged": bool, "diverged_step": int | null, "final_cosine",
      "final_rel_error", "final_sign_agreement", "final_loss", "jvp_evals", "f_evals",
-     "reached_at", "epochs_run", "wall_time", "time_per_epoch"}
+     "reached_at", "epochs_run", "wall_time", "time_per_epoch", "limit" (= dim_in: the
+     directional evaluations that determine a full-rank linear map), "x_limit" (jvp_evals /
+     limit), "final_heldout_rel", "probes" (replay | fresh), "bank_probes", "heldout_probes",
+     "lr" (the rate used), "stop", "steps", "best_step", "scale_fix", and the least-squares
+     baseline on the same training probes: "ls_cosine", "ls_rel_error", "ls_heldout_rel"}
 
 (NaN/inf stored as ``null``) and its per-epoch history to ``OUT/history/RUN_ID.json``
 (atomic replace, written before the record). ``run_id`` is :func:`gradsurrogate.runs.run_id`
@@ -79,9 +83,29 @@ def stored_records(store: RunStore) -> dict[str, dict[str, Any]]:
 def _summary(record: dict[str, Any]) -> str:
     cfg = record["config"]
     keep = {k: cfg[k] for k in ("loss", "dim_in", "dim_out", "dim_sample")}
-    keep.update({k: record[k] for k in ("run_id", "status", "final_cosine", "final_rel_error",
-                                        "jvp_evals", "diverged_step")})
-    return json.dumps(keep)
+    keep.update({k: record.get(k) for k in ("run_id", "status", "final_cosine",
+                                            "final_rel_error", "final_heldout_rel", "jvp_evals",
+                                            "diverged_step")})
+    return json.dumps(keep) + "\n" + describe(record)
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One plain line: evaluations in multiples of the limit, probe mode, baseline."""
+    cfg = record["config"]
+    mode = ("replayed a bank of {} probes (offline)".format(record.get("bank_probes"))
+            if record.get("probes") == "replay" else "fresh probes every step (online)")
+    fd = (f", {record['f_evals']} function evaluations ({cfg['target']}: 2 per probe)"
+          if cfg.get("target") in ("fd", "integral") else "")
+    ls = record.get("ls_cosine")
+    base = (f"; least squares on the same probes: cosine {ls:.5f}, rel error "
+            f"{record.get('ls_rel_error'):.2e}" if isinstance(ls, float) else "")
+    x = record.get("x_limit")
+    lr = record.get("lr")
+    return (f"  {record['jvp_evals']} directional evaluations = "
+            f"{x if x is None else f'{x:.2f}'}x the limit (dim_in = {cfg['dim_in']}), "
+            f"{record.get('heldout_probes')} held out; {mode}{fd}; lr "
+            f"{lr if not isinstance(lr, float) else f'{lr:.3g}'}, stop: {record.get('stop')}"
+            f"{base}")
 
 
 def _run_one(cfg: RestoreConfig, rid: str, store: RunStore, wandb: str | None, project: str,
@@ -100,8 +124,13 @@ def _run_one(cfg: RestoreConfig, rid: str, store: RunStore, wandb: str | None, p
             "final_sign_agreement": res.final.get("sign_agreement"),
             "final_loss": res.final.get("loss"), "jvp_evals": res.jvp_evals,
             "f_evals": res.f_evals, "reached_at": res.reached_at,
-            "epochs_run": len(res.history), "wall_time": wall,
-            "time_per_epoch": wall / max(1, len(res.history)),
+            "epochs_run": res.history[-1]["epoch"] if res.history else 0, "wall_time": wall,
+            "time_per_epoch": wall / max(1, res.history[-1]["epoch"] if res.history else 1),
+            "limit": cfg.dim_in, "x_limit": res.jvp_evals / cfg.dim_in,
+            "final_heldout_rel": res.final.get("heldout_rel"),
+            **{k: res.info.get(k) for k in ("probes", "bank_probes", "heldout_probes", "lr",
+                                            "stop", "steps", "best_step", "scale_fix",
+                                            "ls_cosine", "ls_rel_error", "ls_heldout_rel")},
         }
         write_json_atomic(store.out / HISTORY / f"{rid}.json", res.history)
         if figures:

@@ -26,8 +26,10 @@ __all__ = [
     "ALPHA_DISTS",
     "COTANGENT_DISTS",
     "DIRECTION_DISTS",
+    "SUBSPACE_MODES",
     "AlphaSampler",
     "StreamAlpha",
+    "SubspaceCycler",
     "check_dim_sample",
     "get_alpha_sampler",
     "normalised_epochs",
@@ -41,6 +43,39 @@ AlphaSampler = Callable[[int, torch.Generator], Tensor]
 ALPHA_DISTS = ("gaussian", "uniform")
 COTANGENT_DISTS = ("gaussian", "rademacher", "basis")
 DIRECTION_DISTS = ("gaussian", "rademacher", "coordinate")
+#: how the random subspace of each minibatch is chosen: ``cycle`` walks through a random
+#: permutation of the coordinates (every coordinate once per ``ceil(i/dim_sample)`` minibatches,
+#: i.e. without replacement), ``random`` draws each subspace independently (with replacement
+#: across minibatches: some coordinates are missed for long stretches)
+SUBSPACE_MODES = ("cycle", "random")
+
+
+class SubspaceCycler:
+    """Subspaces of ``dim_sample`` of ``dim_in`` coordinates, cycled without replacement.
+
+    Each call returns the next ``dim_sample`` entries of a random permutation; when fewer are
+    left they are completed from a fresh permutation (excluding those already taken, so one
+    subspace never repeats a coordinate). ``mode="random"`` draws every subspace afresh.
+    """
+
+    def __init__(self, dim_in: int, dim_sample: int, mode: str = "cycle") -> None:
+        self.dim_in, self.dim_sample = dim_in, check_dim_sample(dim_sample, dim_in)
+        self.mode = check_choice(mode, SUBSPACE_MODES, "subspace mode")
+        self._left: list[int] = []
+
+    def __call__(self, generator: torch.Generator | None = None) -> Tensor:
+        gdev = generator.device if generator is not None else None
+        if self.mode == "random":
+            return torch.randperm(self.dim_in, generator=generator, device=gdev)[
+                :self.dim_sample].sort().values.cpu()
+        take = self._left[:self.dim_sample]
+        self._left = self._left[self.dim_sample:]
+        if len(take) < self.dim_sample:
+            perm = torch.randperm(self.dim_in, generator=generator, device=gdev).tolist()
+            fresh = [c for c in perm if c not in set(take)]
+            need = self.dim_sample - len(take)
+            take, self._left = take + fresh[:need], fresh[need:]
+        return torch.tensor(sorted(take))
 
 
 def _draw(fn: Callable[..., Tensor], shape: tuple[int, ...], generator: torch.Generator | None,
@@ -143,8 +178,10 @@ def sample_cotangents(n: int, c: int, dim_out: int, dist: str = "gaussian",
 def sample_directions(n: int, k: int, dim_in: int, dim_sample: int, dist: str = "gaussian",
                       generator: torch.Generator | None = None,
                       dtype: torch.dtype | None = None,
-                      device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """Directions ``dα`` (n, k, i) in one random subspace of ``dim_sample`` coordinates.
+                      device: torch.device | str | None = None,
+                      subspace: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Directions ``dα`` (n, k, i) in one random subspace of ``dim_sample`` coordinates
+    (or the given ``subspace``: sorted coordinates, e.g. from a :class:`SubspaceCycler`).
 
     Returns ``(dα, S)`` with ``S`` (dim_sample,) the sorted coordinates of the subspace (shared
     by the whole minibatch); ``dα[..., j] = 0`` for ``j ∉ S``. ``coordinate`` directions are
@@ -156,8 +193,13 @@ def sample_directions(n: int, k: int, dim_in: int, dim_sample: int, dist: str = 
     check_choice(dist, DIRECTION_DISTS, "direction distribution")
     check_int(k, "directions per point", 1)
     gdev = generator.device if generator is not None else device
-    perm = torch.randperm(dim_in, generator=generator, device=gdev)
-    subspace = perm[:dim_sample].sort().values.to(device)
+    if subspace is None:
+        perm = torch.randperm(dim_in, generator=generator, device=gdev)
+        subspace = perm[:dim_sample].sort().values
+    elif subspace.shape != (dim_sample,):
+        raise ValueError(f"subspace must hold dim_sample={dim_sample} coordinates; got "
+                         f"{tuple(subspace.shape)}")
+    subspace = subspace.to(device)
     if dist == "coordinate":
         if k > dim_sample:
             raise ValueError(f"'coordinate' directions need directions <= dim_sample="

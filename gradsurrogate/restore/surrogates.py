@@ -61,6 +61,11 @@ class Surrogate(nn.Module):
     def forward(self, u: Tensor, alpha: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def rescale_(self, s: float) -> None:
+        """Multiply the surrogate's output by ``s`` in place (fixes the scale a scale-free loss
+        leaves open): scales the parameters of the last linear map."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be rescaled")
+
     def jacobian(self, alpha: Tensor) -> Tensor:
         """Restored Jacobian ``(n, i) -> (n, o, i)``: ``J[n, r] = g(e_r, α_n)``."""
         p = next(self.parameters())
@@ -88,6 +93,10 @@ class Structured(Surrogate):
 
     def jacobian(self, alpha: Tensor) -> Tensor:
         return self.B.expand(alpha.shape[0], *self.B.shape)
+
+    def rescale_(self, s: float) -> None:
+        with torch.no_grad():
+            self.B.mul_(s)
 
     def feedback(self, weight: Tensor | None = None) -> Tensor:
         """The learned matrix ``B`` (o, i), for ``BackwardSpec(weight=Learned(s.feedback))``."""
@@ -130,6 +139,11 @@ class MLPSurrogate(Surrogate):
     def forward(self, u: Tensor, alpha: Tensor) -> Tensor:
         return self.net(_inputs(u, alpha, self.use_alpha))
 
+    def rescale_(self, s: float) -> None:
+        with torch.no_grad():
+            for p in self.net[-1].parameters():
+                p.mul_(s)
+
 
 class LogLinExp(Surrogate):
     """``g(z) = R · Re exp(W Log z)`` with ``z = [u, α]``; ``W`` (h, d), ``R`` (i, h).
@@ -162,6 +176,10 @@ class LogLinExp(Surrogate):
         mag = torch.exp(torch.log(z.abs() + self.eps) @ self.W.T)
         sign = torch.cos(math.pi * ((z < 0).to(z.dtype) @ self.W.T))
         return (mag * sign) @ self.R.T
+
+    def rescale_(self, s: float) -> None:
+        with torch.no_grad():
+            self.R.mul_(s)
 
 
 SURROGATES: dict[str, type[Surrogate]] = {c.name: c for c in (Structured, MLPSurrogate,

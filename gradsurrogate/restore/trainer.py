@@ -28,10 +28,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..registry import check_choice
+from .baseline import least_squares_jacobian
 from .config import RESTORE_OPTIMIZERS, RestoreConfig
 from .losses import get_loss
+from .probes import HeldOut, ProbeBank, auto_lr, best_scale, scale_free
 from .problems import RestoreProblem, jacobian_metrics
-from .sampling import sample_cotangents, sample_directions
+from .sampling import SubspaceCycler, sample_cotangents, sample_directions
 from .surrogates import Surrogate
 from .targets import directional_change, surrogate_line_integral
 
@@ -58,34 +60,13 @@ class RestoreResult:
     #: 0-based index of the first optimizer step whose loss was not finite (= updates applied
     #: before it); the number of steps when the last update left non-finite parameters
     diverged_step: int | None = None
+    #: how the run went: lr used, probe mode, bank / held-out sizes, best step, scale fix,
+    #: the least-squares baseline on the same probes (``ls_*``), the stop reason
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
         return self.status == "diverged"
-
-
-class _ProbeBank:
-    """Stored probes ``α`` (p, i), ``dα`` (p, i), ``df`` (p, o) for replay."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget, self.parts = budget, []
-        self.size = 0
-
-    def add(self, alpha: Tensor, dalpha: Tensor, df: Tensor) -> None:
-        take = min(self.budget - self.size, alpha.shape[0])
-        self.parts.append((alpha[:take], dalpha[:take], df[:take]))
-        self.size += take
-        if self.full:
-            self.alpha, self.dalpha, self.df = (torch.cat(t) for t in zip(*self.parts))
-
-    @property
-    def full(self) -> bool:
-        return self.size >= self.budget
-
-    def groups(self, n: int, k: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        idx = torch.randint(0, self.size, (n, k), generator=gen, device=gen.device)
-        idx = idx.to(self.alpha.device)
-        return self.alpha[idx], self.dalpha[idx], self.df[idx]
 
 
 def equations(surrogate: Surrogate, u: Tensor, alpha: Tensor, dalpha: Tensor, df: Tensor,
@@ -107,12 +88,14 @@ def equations(surrogate: Surrogate, u: Tensor, alpha: Tensor, dalpha: Tensor, df
                                        **(integral_opts or {}))
         return pred.reshape(n, k, c).transpose(1, 2), y
     g = surrogate(u[:, :, None, :], alpha[:, None])  # (n, c, 1|k, i)
+    if g.shape[2] == 1:  # one gradient per (point, cotangent): a batched matrix product
+        return g[:, :, 0] @ dalpha.transpose(1, 2), y
     return (g * dalpha[:, None]).sum(-1), y
 
 
 def _draw_probes(problem: RestoreProblem, cfg: RestoreConfig, gen: torch.Generator,
-                 dtype: torch.dtype, device: torch.device, limit: int | None = None
-                 ) -> tuple[Tensor, Tensor, Tensor, int]:
+                 dtype: torch.dtype, device: torch.device, limit: int | None = None,
+                 cycler: SubspaceCycler | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
     """Draw one minibatch of ``n·k`` probes and evaluate ``f`` on them.
 
     Returns ``alpha`` (n, 1, i), ``dalpha`` (n, k, i), ``df`` (n, k, o) and the ``f`` rows
@@ -122,7 +105,9 @@ def _draw_probes(problem: RestoreProblem, cfg: RestoreConfig, gen: torch.Generat
     """
     n, i, k = cfg.points, problem.dim_in, cfg.k
     alpha = problem.alpha(n, gen).to(device=device, dtype=dtype)
-    dalpha, _ = sample_directions(n, k, i, cfg.dim_sample, cfg.direction_dist, gen, dtype, device)
+    sub = cycler(gen) if cycler is not None else None
+    dalpha, _ = sample_directions(n, k, i, cfg.dim_sample, cfg.direction_dist, gen, dtype, device,
+                                  subspace=sub)
     if cfg.target == "integral":
         dalpha = cfg.integral_step * dalpha
     alpha = alpha[:, None]
@@ -148,26 +133,68 @@ def _check_dims(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfi
                              f"the config says dim_in={cfg.dim_in}, dim_out={cfg.dim_out}")
 
 
+
+
+def _collect(problem: RestoreProblem, cfg: RestoreConfig, gen: torch.Generator,
+             dtype: torch.dtype, device: torch.device, count: int, cycler: SubspaceCycler
+             ) -> tuple[Tensor, Tensor, Tensor, int]:
+    """``count`` probes as flat rows ``α`` (p, i), ``dα`` (p, i), ``df`` (p, o), and f rows."""
+    parts, rows, left = [], 0, count
+    while left > 0:
+        alpha, dalpha, df, r = _draw_probes(problem, cfg, gen, dtype, device, left, cycler)
+        parts.append((alpha.expand_as(dalpha).flatten(0, 1), dalpha.flatten(0, 1),
+                      df.flatten(0, 1)))
+        rows += r
+        left -= dalpha.shape[0] * dalpha.shape[1]
+    a, d, f = (torch.cat(t) for t in zip(*parts))
+    return a, d, f, rows
+
+
+def _heldout_pred(surrogate: Surrogate, held: HeldOut, target: str,
+                  integral_opts: dict[str, Any]) -> Tensor:
+    with torch.no_grad():
+        return equations(surrogate, held.u, held.alpha, held.dalpha, held.df, target,
+                         integral_opts)[0]
+
+
+def _ls_baseline(dalpha: Tensor, df: Tensor, held: HeldOut | None, true_jac: Tensor | None,
+                 target: str) -> tuple[Tensor | None, dict[str, float]]:
+    """Least squares ``B`` on the training probes (a constant-Jacobian fit) and its metrics."""
+    if target == "integral" or dalpha.shape[0] == 0:
+        return None, {}
+    B = least_squares_jacobian(dalpha, df)
+    out: dict[str, float] = {}
+    if held is not None:
+        pred = torch.einsum("pki,oi,pco->pck", held.dalpha, B, held.u)
+        out["ls_heldout_rel"] = held.residual(pred)
+    if true_jac is not None:
+        m = jacobian_metrics(B.expand(true_jac.shape[0], *B.shape), true_jac)
+        out.update({f"ls_{k}": v for k, v in m.items()})
+    return B, out
+
+
 def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
             progress: bool = True, callback: Callable[[dict[str, Any]], None] | None = None,
             cotangent_source: Callable[[int, int, torch.Generator], Tensor] | None = None,
             on_nonfinite: str = "raise") -> RestoreResult:
-    """Train ``surrogate`` on ``problem`` for ``cfg.epochs`` epochs (``steps_per_epoch``
-    minibatches each); metrics vs the true Jacobian (when known) after every epoch.
+    """Restore ``surrogate`` from at most ``cfg.total_probes`` directional evaluations of
+    ``problem.f`` (``budget`` × the information limit ``dim_in``, held-out probes included).
 
-    ``problem`` and ``surrogate`` are usually :func:`~.config.build_problem` /
-    :func:`~.config.build_surrogate` of ``cfg``; any others must have ``cfg``'s dims. The
-    trainer reads ``cfg``'s trainer settings (loss, target, epochs, lr, ...).
+    ``replay`` (default) evaluates the bank once, then takes up to ``epochs`` optimizer steps
+    on it (shuffled passes); ``fresh`` draws new probes every step until the budget is spent.
+    Every ``eval_every`` steps the held-out relative residual (probes only) is measured, the
+    best state so far is kept, and the run stops once it is below ``stop_tol`` or has not
+    improved by 1% for ``patience`` evaluations; the true-Jacobian metrics (``cosine``,
+    ``rel_error``, ``sign_agreement``) are recorded beside it when ``problem`` knows its
+    Jacobian (``target_cosine`` may stop on them). The surrogate ends in its best state; for a
+    scale-free loss (``cosine``) its scale is then fixed by least squares on the training
+    probes. ``method="least-squares"`` sets ``B`` by the closed form instead of training.
 
-    ``cotangent_source(n, c, generator) -> (n, c, o)`` replaces the random cotangents (e.g.
-    real output gradients recorded from a training run); ``callback(record)`` sees each epoch.
-
-    ``jvp_evals`` counts directional evaluations (probes) of ``f``; ``f_evals`` counts rows
-    evaluated (2 per probe for fd/integral). A non-finite loss raises
-    :class:`NonFiniteLossError` (``on_nonfinite="raise"``) or ends the run with status
-    ``"diverged"`` and ``diverged_step`` (``"stop"``): the 0-based index of the step whose loss
-    was not finite, i.e. the number of updates applied before it (that step's update is not
-    applied); when the last update leaves non-finite parameters, the number of steps.
+    ``cotangent_source(n, c, generator) -> (n, c, o)`` replaces the random cotangents;
+    ``callback(record)`` sees each evaluation record. ``jvp_evals`` counts directional
+    evaluations; ``f_evals`` rows of ``f`` (2 per probe for fd/integral). A non-finite loss
+    raises :class:`NonFiniteLossError` (``on_nonfinite="raise"``) or ends the run with status
+    ``"diverged"`` and ``diverged_step`` (0-based index of the step whose loss was not finite).
     """
     check_choice(on_nonfinite, ON_NONFINITE, "on_nonfinite")
     _check_dims(problem, surrogate, cfg)
@@ -178,32 +205,90 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
     eval_alpha = problem.alpha(cfg.eval_points, eval_gen).to(device=device, dtype=dtype)
     true_jac = problem.jacobian(eval_alpha) if problem.jacobian is not None else None
     loss_fn = get_loss(cfg.loss)
-    opt = RESTORE_OPTIMIZERS[cfg.optimizer](surrogate.parameters(), lr=cfg.lr)
-    bank = _ProbeBank(cfg.probe_budget) if cfg.probe_budget else None
-    integral_opts = {"method": cfg.integral_method}
+    rescale = scale_free(loss_fn)
+    integral_opts: dict[str, Any] = {"method": cfg.integral_method}
     if cfg.integral_method in ("gauss-legendre", "gauss-kronrod"):
         integral_opts["n"] = cfg.integral_nodes
-    k, c = cfg.k, cfg.c
-    history: list[dict[str, Any]] = []
-    jvp_evals = f_evals = step = 0
-    status, reached_at, diverged_step = "done", None, None
+    cycler = SubspaceCycler(cfg.dim_in, cfg.dim_sample, cfg.subspace)
+    k, c, total = cfg.k, cfg.c, cfg.total_probes
     start = time.perf_counter()
+    info: dict[str, Any] = {"probes": cfg.probes, "budget_probes": total, "limit": cfg.dim_in}
+    held = None
+    jvp_evals = f_evals = 0
+    if cfg.heldout_probes:
+        ha, hd, hf, rows = _collect(problem, cfg, gen, dtype, device, cfg.heldout_probes, cycler)
+        held = HeldOut(ha, hd, hf, 8, eval_gen)
+        jvp_evals, f_evals = held.size, rows
+    train_left = total - jvp_evals
+    bank = None
+    if cfg.probes == "replay" or cfg.method == "least-squares":
+        ba, bd, bf, rows = _collect(problem, cfg, gen, dtype, device, train_left, cycler)
+        bank = ProbeBank(ba, bd, bf)
+        jvp_evals, f_evals, train_left = jvp_evals + bank.size, f_evals + rows, 0
+    info.update(heldout_probes=held.size if held else 0, bank_probes=bank.size if bank else 0)
+    seen: list[tuple[Tensor, Tensor, Tensor]] = [] if bank is None else [
+        (bank.alpha, bank.dalpha, bank.df)]
+
+    def evaluate(step: int, losses: list[float]) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "epoch": step, "loss": sum(losses) / len(losses) if losses else float("nan"),
+            "jvp_evals": jvp_evals, "f_evals": f_evals, "time": time.perf_counter() - start}
+        if held is not None:
+            pred = _heldout_pred(surrogate, held, cfg.target, integral_opts)
+            rec["heldout_rel"] = held.residual(pred, rescale)
+        if true_jac is not None:
+            with torch.no_grad():
+                rec.update(jacobian_metrics(surrogate.jacobian(eval_alpha), true_jac))
+        return rec
+
+    status, reached_at, diverged_step, step = "done", None, None, 0
+    history: list[dict[str, Any]] = []
+    if cfg.method == "least-squares":
+        B, _ = _ls_baseline(bank.dalpha, bank.df, None, None, cfg.target)  # type: ignore[union-attr]
+        with torch.no_grad():
+            surrogate.B.copy_(B)  # type: ignore[union-attr]
+        info.update(lr=None, stop="least squares")
+        history.append(evaluate(0, []))
+        return _finish(surrogate, cfg, history, jvp_evals, f_evals, status, None, None, info,
+                       seen, held, true_jac, eval_alpha, evaluate, integral_opts, rescale)
+    # the learning rate from the probes' norms
+    if bank is not None:
+        sd, sf = bank.dalpha, bank.df
+    else:
+        sd, sf = (held.dalpha[:, 0], held.df[:, 0]) if held is not None else (None, None)
+    lr = cfg.lr
+    if lr == "auto":
+        if sd is None:
+            _, sd3, sf3, rows3 = _draw_probes(problem, cfg, gen, dtype, device, train_left,
+                                              cycler)
+            sd, sf = sd3.flatten(0, 1), sf3.flatten(0, 1)  # spent on f: counted
+            jvp_evals, f_evals = jvp_evals + sd.shape[0], f_evals + rows3
+            train_left -= sd.shape[0]
+        us = sample_cotangents(1, c, problem.dim_out, cfg.cotangent_dist,
+                               torch.Generator().manual_seed(cfg.seed + 5), dtype, device)[0]
+        lr, stats = auto_lr(loss_fn, sd, sf, us, k, c, cfg.dim_sample, cfg.lr_scale)
+        info["lr_stats"] = stats
+    info["lr"] = lr
+    opt_cls = RESTORE_OPTIMIZERS[cfg.optimizer]
+    opts = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    opt = opt_cls(surrogate.parameters(), lr=lr, **opts)
+    best = (math.inf, None, 0)  # held-out residual, state, step
+    stale, stop = 0, "epochs"
+    losses: list[float] = []
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"restore {cfg.loss}", disable=None if progress
                else True, leave=False)
     for epoch in bar:
-        losses = []
         for _ in range(cfg.steps_per_epoch):
-            if bank is None or not bank.full:
-                # the step that fills the bank evaluates (and trains on) only the probes it stores
-                limit = None if bank is None else bank.budget - bank.size
-                alpha, dalpha, df, rows = _draw_probes(problem, cfg, gen, dtype, device, limit)
-                if bank is not None:
-                    bank.add(alpha.expand_as(dalpha).flatten(0, 1), dalpha.flatten(0, 1),
-                             df.flatten(0, 1))
-                jvp_evals += dalpha.shape[0] * dalpha.shape[1]
-                f_evals += rows
-            else:
+            if bank is not None:
                 alpha, dalpha, df = bank.groups(cfg.points, k, gen)
+            else:
+                alpha, dalpha, df, rows = _draw_probes(problem, cfg, gen, dtype, device,
+                                                       train_left, cycler)
+                got = dalpha.shape[0] * dalpha.shape[1]
+                jvp_evals, f_evals, train_left = jvp_evals + got, f_evals + rows, train_left - got
+                if sum(t[0].shape[0] for t in seen) < 8 * cfg.dim_in:
+                    seen.append((alpha.expand_as(dalpha).flatten(0, 1), dalpha.flatten(0, 1),
+                                 df.flatten(0, 1)))
             if cotangent_source is not None:
                 u = cotangent_source(alpha.shape[0], c, gen).to(device=device, dtype=dtype)
             else:
@@ -213,7 +298,7 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
             loss = loss_fn(pred, y)
             if not torch.isfinite(loss):  # `step` updates were applied before this one
                 msg = (f"non-finite restoration loss {loss.item()} at step {step} (0-based: "
-                       f"after {step} update(s); epoch {epoch}; loss {cfg.loss}, lr {cfg.lr}, "
+                       f"after {step} update(s); epoch {epoch}; loss {cfg.loss}, lr {lr:.3g}, "
                        f"surrogate {surrogate.name}); lower the lr or the initial_messup")
                 if on_nonfinite == "raise":
                     raise NonFiniteLossError(msg)
@@ -225,31 +310,78 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
             opt.step()
             step += 1
             losses.append(loss.item())
-        record: dict[str, Any] = {
-            "epoch": epoch, "loss": sum(losses) / len(losses) if losses else float("nan"),
-            "jvp_evals": jvp_evals, "f_evals": f_evals,
-            "time": time.perf_counter() - start,
-        }
-        if true_jac is not None:
-            with torch.no_grad():
-                record.update(jacobian_metrics(surrogate.jacobian(eval_alpha), true_jac))
+            if bank is None and train_left <= 0:
+                break
+        last = epoch == cfg.epochs or status == "diverged" or (bank is None and train_left <= 0)
+        if epoch % cfg.eval_every and not last:
+            continue
+        record = evaluate(epoch, losses)
+        losses = []
         history.append(record)
         if callback is not None:
             callback(record)
         if status == "diverged":
             break
+        score = record.get("heldout_rel", -record.get("cosine", 0.0))
+        if math.isfinite(score) and score < best[0]:
+            stale = 0 if score < 0.99 * best[0] else stale + 1
+            best = (score, {n: t.detach().clone() for n, t in surrogate.state_dict().items()},
+                    epoch)
+        else:
+            stale += 1
         if "cosine" in record:
-            bar.set_postfix(cos=f"{record['cosine']:.4f}", loss=f"{record['loss']:.3g}")
+            bar.set_postfix(cos=f"{record['cosine']:.4f}", held=f"{score:.3g}")
             if cfg.target_cosine is not None and record["cosine"] >= cfg.target_cosine:
-                status, reached_at = "target_reached", jvp_evals
+                status, reached_at, stop = "target_reached", jvp_evals, "target_cosine"
                 break
+        if held is not None and score <= cfg.stop_tol:
+            stop = "stop_tol"
+            break
+        if stale >= cfg.patience:
+            stop = "patience"
+            break
+        if bank is None and train_left <= 0:
+            stop = "budget"
+            break
     bar.close()
+    info.update(stop=stop, steps=step)
     if status != "diverged" and not all(bool(q.isfinite().all()) for q in surrogate.parameters()):
         if on_nonfinite == "raise":  # the last update overflowed the parameters
             raise NonFiniteLossError(f"non-finite surrogate parameters after the last update "
                                      f"({step} steps); lower the lr or the initial_messup")
         status, diverged_step = "diverged", step
-    final = {k_: v for k_, v in history[-1].items() if isinstance(v, float)}
-    if status == "diverged" and not math.isfinite(final.get("loss", 0.0)):
-        final["loss"] = float("nan")
-    return RestoreResult(history, jvp_evals, f_evals, status, final, reached_at, diverged_step)
+    if status != "diverged" and best[1] is not None:
+        surrogate.load_state_dict(best[1])
+        info["best_step"] = best[2]
+    return _finish(surrogate, cfg, history, jvp_evals, f_evals, status, reached_at,
+                   diverged_step, info, seen, held, true_jac, eval_alpha, evaluate,
+                   integral_opts, rescale)
+
+
+def _finish(surrogate: Surrogate, cfg: RestoreConfig, history: list[dict[str, Any]],
+            jvp_evals: int, f_evals: int, status: str, reached_at: int | None,
+            diverged_step: int | None, info: dict[str, Any],
+            seen: list[tuple[Tensor, Tensor, Tensor]],
+            held: HeldOut | None, true_jac: Tensor | None, eval_alpha: Tensor,
+            evaluate: Callable[[int, list[float]], dict[str, Any]],
+            integral_opts: dict[str, Any], rescale: bool
+            ) -> RestoreResult:
+    """Fix a scale-free loss's scale, measure the final (best) state and the LS baseline."""
+    if seen:
+        a, d, f = (torch.cat(t) for t in zip(*seen))
+        if status != "diverged" and rescale:  # the training probes fix the scale
+            fit = HeldOut(a, d, f, 8, torch.Generator().manual_seed(cfg.seed + 11))
+            s = best_scale(_heldout_pred(surrogate, fit, cfg.target, integral_opts), fit.y)
+            surrogate.rescale_(s)
+            info["scale_fix"] = s
+        info.update(_ls_baseline(d, f, held, true_jac, cfg.target)[1])
+    final = evaluate(info.get("best_step", history[-1]["epoch"] if history else 0), [])
+    final["loss"] = history[-1]["loss"] if history else float("nan")
+    final = {k_: v for k_, v in final.items() if isinstance(v, float)}
+    if status == "diverged":
+        final = {k_: v for k_, v in history[-1].items() if isinstance(v, float)}
+        if not math.isfinite(final.get("loss", 0.0)):
+            final["loss"] = float("nan")
+    return RestoreResult(history, jvp_evals, f_evals, status, final, reached_at, diverged_step,
+                         info)
+

@@ -24,33 +24,36 @@ from ..cli import (
 )
 from ..registry import check_choice, check_int
 from ..runs import RunStore, check_writable
+from ..tasks import TASKS
 from ..tracking import default_wandb_mode
 from .config import OPTIMIZERS, SUB_SEEDS, XorConfig
 from .grid import MAX_GROUP
 from .results import finished_ids
 
 __all__ = ["build_parser", "grid_main", "grid_parser", "parse_xor_args", "report_main",
-           "run_main", "run_sweep", "xor_config"]
+           "run_main", "run_sweep", "task_grid_main", "task_run_main", "xor_config"]
 
 PROJECT = "gradsurrogate-xor"
 
+_TASK_DEFAULT = " (None: the task's default)"
 _HELPS: dict[str, str] = {
-    "depth": "hidden Linear+GELU layers",
-    "width": "units per hidden layer",
-    "steps": "optimizer steps",
-    "lr": "learning rate (finite, > 0)",
+    "task": f"task (data set and model): {', '.join(TASKS)}",
+    "depth": "hidden layers (MLP; CNN: conv layers; Transformer: encoder layers)" + _TASK_DEFAULT,
+    "width": "units per hidden layer (CNN: channels; Transformer: model width)" + _TASK_DEFAULT,
+    "steps": "optimizer steps" + _TASK_DEFAULT,
+    "lr": "learning rate (finite, > 0)" + _TASK_DEFAULT,
     "optimizer": f"optimizer: {', '.join(OPTIMIZERS)}",
-    "batch_size": "minibatch size (0 or >= n-train: full batch)",
-    "n_train": "training points",
-    "n_test": "test points",
-    "sigma": "std of each blob",
-    "label_noise": "fraction of labels flipped at random, in [0, 0.5)",
+    "batch_size": "minibatch size (0 or >= n-train: full batch)" + _TASK_DEFAULT,
+    "n_train": "training examples" + _TASK_DEFAULT,
+    "n_test": "test examples" + _TASK_DEFAULT,
+    "sigma": "std of each blob (xor only)",
+    "label_noise": "fraction of labels flipped at random, in [0, 0.5) (xor only)",
     "seed": "master seed (data, init and noise seeds default to it)",
     "data_seed": "seed of the data sets and minibatch order (None: --seed)",
     "init_seed": "seed of the weight init (None: --seed)",
     "noise_seed": "seed of the backward noise (None: --seed)",
-    "eval_every": "evaluate train/test metrics every N steps",
-    "diag_every": "record gradient diagnostics every N steps (0: never)",
+    "eval_every": "evaluate train/test metrics every N steps" + _TASK_DEFAULT,
+    "diag_every": "record gradient diagnostics every N steps (0: never)" + _TASK_DEFAULT,
 }
 
 
@@ -72,6 +75,9 @@ def add_config_flags(parser: argparse.ArgumentParser, spec_flags: bool = True,
                        help="shorthand: apply --mode/--p to these targets ('all' = every one)")
     modes.add_argument("--mode", default=None, help="mode for --perturb targets")
     modes.add_argument("--p", type=float, default=None, help="parameter for --mode")
+    modes.add_argument("--spec", default=None, metavar="SPEC",
+                       help="the whole spec instead of the flags above: 'target=mode,...', "
+                            "'weight=fa', or 'dfa[:INIT][:SCALE]' (direct feedback alignment)")
 
 
 def spec_from_args(args: argparse.Namespace) -> BackwardSpec:
@@ -105,26 +111,36 @@ def spec_from_args(args: argparse.Namespace) -> BackwardSpec:
 
 def xor_config(args: argparse.Namespace, spec: BackwardSpec | None = None) -> XorConfig:
     """The :class:`XorConfig` of parsed flags (``spec`` replaces the per-target flags)."""
+    whole = getattr(args, "spec", None)
+    if spec is None and whole is not None:
+        given = [t for t in (*TARGETS, *(f"{t}_p" for t in TARGETS), "perturb", "mode", "p")
+                 if getattr(args, t, None) is not None]
+        if given:
+            raise ValueError(f"--spec {whole!r} gives the whole spec; leave out "
+                             + ", ".join("--" + g.replace("_", "-") for g in given))
+        return config_from_args(XorConfig, args, spec=whole)
     spec_text = str(spec_from_args(args) if spec is None else spec)
     return config_from_args(XorConfig, args, spec=spec_text)
 
 
-def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
-                 ) -> argparse.ArgumentParser:
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+                 prog: str = "gradsurrogate xor") -> argparse.ArgumentParser:
     parser = parser_class(
-        prog="gradsurrogate xor", allow_abbrev=False,
-        description="Train one XOR MLP under a backward spec; append the record to "
+        prog=prog, allow_abbrev=False,
+        description="Train one model of a task (default: the XOR MLP) under a backward spec "
+                    "(--spec dfa: direct feedback alignment); append the record to "
                     "OUT/results.jsonl and the curves to OUT/curves.jsonl.")
     add_config_flags(parser)
     add_common_flags(parser, "runs/xor", PROJECT)
     return parser
 
 
-def parse_xor_args(argv: Sequence[str], raising: bool = False
+def parse_xor_args(argv: Sequence[str], raising: bool = False, prog: str = "gradsurrogate xor"
                    ) -> tuple[argparse.Namespace, XorConfig]:
-    """Parse ``gradsurrogate xor`` flags; raises ``ValueError`` on bad values (argparse's own
-    errors exit with status 2, or raise ``ValueError`` too with ``raising``)."""
-    args = build_parser(RaisingParser if raising else argparse.ArgumentParser
+    """Parse ``gradsurrogate xor`` / ``run`` flags; raises ``ValueError`` on bad values
+    (argparse's own errors exit with status 2, or raise ``ValueError`` too with
+    ``raising``)."""
+    args = build_parser(RaisingParser if raising else argparse.ArgumentParser, prog
                         ).parse_args(list(argv))
     return args, xor_config(args)
 
@@ -136,11 +152,16 @@ def _resolve_common(args: argparse.Namespace) -> None:
         args.wandb = default_wandb_mode()
 
 
-def run_main(argv: Sequence[str]) -> int:
+def task_run_main(argv: Sequence[str]) -> int:
+    """``gradsurrogate run --task NAME ...``: one run of any task."""
+    return run_main(argv, "run")
+
+
+def run_main(argv: Sequence[str], command: str = "xor") -> int:
     """``gradsurrogate xor``: one run (sequential), logged to W&B as one run."""
 
     def body() -> int:
-        args, config = parse_xor_args(argv)
+        args, config = parse_xor_args(argv, prog=f"gradsurrogate {command}")
         _resolve_common(args)
         from ..tracking import Tracker
         from .results import write_run
@@ -152,7 +173,7 @@ def run_main(argv: Sequence[str]) -> int:
                       f"{store.out / 'results.jsonl'}; skipping")
                 return 0
             tracker = Tracker(args.wandb, args.wandb_project, config.to_dict(),
-                              name=config.run_id, job_type="xor")
+                              name=config.run_id, job_type=config.task)
             record, curves = run_xor(config, progress=None)
             write_run(store, [(record, curves)])
         for k, step in enumerate(curves["step"]):
@@ -163,21 +184,25 @@ def run_main(argv: Sequence[str]) -> int:
         tracker.finish()
         diverged = f"diverged at step {record['diverged_step']}" if record["diverged"] \
             else "not diverged"
-        print(f"{config.spec}: test acc {record['final_test_acc']:.4f} (Bayes "
-              f"{record['bayes_acc']:.4f}), test loss {record['final_test_loss']}, {diverged} "
+        bayes = "" if record["bayes_acc"] is None else f" (Bayes {record['bayes_acc']:.4f})"
+        print(f"{config.task} {config.spec}: test acc {record['final_test_acc']:.4f}{bayes}, "
+              f"test loss {record['final_test_loss']}, {diverged} "
               f"-> {Path(args.out) / 'results.jsonl'}")
         return 0
 
-    return run_command("xor", body)
+    return run_command(command, body)
 
 
 _GRID_HELPS = {
     "targets": "backward targets perturbed one at a time, or all (every target at once)",
     "modes": "backward modes (flip and blend get one run per p)",
     "ps": "flip probabilities / blend amounts",
-    "depths": "hidden layers",
+    "depths": "hidden layers (default: the task's; xor: 2,4)",
     "seeds": "seeds (the sub-seeds follow each, unless given explicitly)",
     "include_exact": "also run the exact baselines",
+    "feedback": "whole specs run once per depth and seed: weight modes of the feedback-"
+                "alignment family (random, fa, usf, frsf, brsf; = weight=MODE) or dfa "
+                "(default: the task's; xor: none, others: the family and dfa)",
 }
 
 
@@ -187,7 +212,9 @@ def grid_parser(prog: str = "gradsurrogate xor-grid") -> argparse.ArgumentParser
 
     parser = argparse.ArgumentParser(
         prog=prog, allow_abbrev=False,
-        description="Run targets x modes x p x depths x seeds vectorised; re-running skips "
+        description="Run targets x modes x p x depths x seeds (+ the feedback family) of a "
+                    "task (--task; default xor), vectorised where the task allows (MLP "
+                    "tasks); re-running skips "
                     "finished runs; writes OUT/report.md and figures at the end. Sub-seeds "
                     "given with --data-seed/--init-seed/--noise-seed stay fixed in every run; "
                     "the others follow each of --seeds.")
@@ -205,13 +232,18 @@ def grid_parser(prog: str = "gradsurrogate xor-grid") -> argparse.ArgumentParser
     return parser
 
 
-def grid_main(argv: Sequence[str]) -> int:
+def task_grid_main(argv: Sequence[str]) -> int:
+    """``gradsurrogate grid --task NAME ...``: the destroy grid of any task."""
+    return grid_main(argv, "grid")
+
+
+def grid_main(argv: Sequence[str], command: str = "xor-grid") -> int:
     """``gradsurrogate xor-grid``: the default destroy grid (or a custom one), resumable."""
 
     def body() -> int:
         from .grid import GridSpec, run_grid
 
-        args = grid_parser().parse_args(list(argv))
+        args = grid_parser(f"gradsurrogate {command}").parse_args(list(argv))
         _resolve_common(args)
         if not args.no_report:
             check_writable(Path(args.out) / "figures")
@@ -229,7 +261,7 @@ def grid_main(argv: Sequence[str]) -> int:
                 _print_summary(Path(args.out))
         return 0
 
-    return run_command("xor-grid", body)
+    return run_command(command, body)
 
 
 def _print_summary(out: Path) -> None:

@@ -1,4 +1,4 @@
-"""One XOR run's settings (:class:`XorConfig`) and its stable identifier."""
+"""One run's settings (:class:`XorConfig`, any task) and its stable identifier."""
 
 from __future__ import annotations
 
@@ -6,35 +6,54 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ..backward import TARGETS, BackwardSpec, Learned, RandomFeedback, accepted_modes
+from ..backward import (
+    TARGETS,
+    BackwardSpec,
+    FeedbackMode,
+    Learned,
+    RandomFeedback,
+    accepted_modes,
+)
 from ..ensemble import OPTIMIZERS
 from ..registry import check_choice, check_int, check_number
 from ..runs import run_id
+from ..tasks import TASK_FIELDS, TASKS, Task, get_task
 from .data import check_data_params
 
-__all__ = ["OPTIMIZERS", "SUB_SEEDS", "XorConfig"]
+__all__ = ["OPTIMIZERS", "SUB_SEEDS", "XorConfig", "is_dfa"]
 
 #: per-stream seeds; each defaults to ``seed``
 SUB_SEEDS: tuple[str, ...] = ("data_seed", "init_seed", "noise_seed")
 
 
+def is_dfa(spec: object) -> bool:
+    """True for a spec string naming direct feedback alignment (``"dfa"``, ``"dfa:..."``)."""
+    return isinstance(spec, str) and spec.strip().lower().partition(":")[0].strip() == "dfa"
+
+
 @dataclasses.dataclass(frozen=True)
 class XorConfig:
-    """Every setting of one run. ``spec`` holds the backward modes as a spec string.
+    """Every setting of one run. ``spec`` holds the backward modes as a spec string (or
+    ``dfa[:INIT][:SCALE]``: direct feedback alignment, :mod:`gradsurrogate.dfa`); ``task``
+    names the data set and model (:data:`gradsurrogate.tasks.TASKS`; default ``xor``).
+
+    Fields left ``None`` (depth, width, steps, lr, batch_size, n_train, n_test, eval_every,
+    diag_every) take the task's defaults (stored resolved; for ``xor`` the values of the XOR
+    benchmark, so every XOR run id is unchanged). ``sigma``/``label_noise`` are XOR's.
 
     ``data_seed``, ``init_seed`` and ``noise_seed`` default to ``seed`` (stored resolved, so the
     record names every seed used): the data seed draws the train/test sets and the minibatch
     order, the init seed the weights, the noise seed the backward perturbations.
     """
 
-    depth: int = 2
-    width: int = 16
-    steps: int = 600
-    lr: float = 0.01
+    depth: int | None = None
+    width: int | None = None
+    steps: int | None = None
+    lr: float | None = None
     optimizer: str = "adam"
-    batch_size: int = 64
-    n_train: int = 512
-    n_test: int = 2048
+    batch_size: int | None = None
+    n_train: int | None = None
+    n_test: int | None = None
     sigma: float = 0.5
     label_noise: float = 0.05
     seed: int = 0
@@ -42,10 +61,19 @@ class XorConfig:
     init_seed: int | None = None
     noise_seed: int | None = None
     spec: str = "exact"
-    eval_every: int = 25
-    diag_every: int = 100
+    eval_every: int | None = None
+    diag_every: int | None = None
+    task: str = "xor"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.task, str):
+            raise ValueError(f"task must be a name; got {self.task!r}; accepted: "
+                             f"{', '.join(TASKS)}")
+        task = get_task(self.task)
+        object.__setattr__(self, "task", task.name)
+        for name in TASK_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, task.defaults[name])
         for name in SUB_SEEDS:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, self.seed)
@@ -60,7 +88,13 @@ class XorConfig:
         check_data_params(self.sigma, self.label_noise)
         object.__setattr__(self, "sigma", float(self.sigma))
         object.__setattr__(self, "label_noise", float(self.label_noise))
+        self._check_task(task)
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        if is_dfa(self.spec):
+            from ..dfa import DFASpec
+
+            object.__setattr__(self, "spec", str(DFASpec.parse(self.spec)))
+            return
         spec = self.backward_spec()
         for target, mode in spec.modes().items():
             if isinstance(mode, Learned):
@@ -70,13 +104,32 @@ class XorConfig:
                                      if not m.startswith("learned")))
         object.__setattr__(self, "spec", str(spec))
 
+    def _check_task(self, task: Task) -> None:
+        """Settings that only one task uses, and the set sizes a task has."""
+        if task.name != "xor":
+            for name in ("sigma", "label_noise"):
+                default = next(f.default for f in dataclasses.fields(self) if f.name == name)
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name} applies to the xor task only; task "
+                                     f"{task.name!r} has its own data")
+        for name, most in (("n_train", task.max_train), ("n_test", task.max_test)):
+            if most is not None and getattr(self, name) > most:
+                raise ValueError(f"{name} must be at most {most} for task {task.name!r}; got "
+                                 f"{getattr(self, name)}")
+
     def backward_spec(self) -> BackwardSpec:
-        return BackwardSpec.parse(self.spec)
+        """The per-layer spec (exact for DFA, whose model-level hook replaces grad_input)."""
+        return BackwardSpec() if self.dfa else BackwardSpec.parse(self.spec)
+
+    @property
+    def dfa(self) -> bool:
+        """True when ``spec`` is direct feedback alignment (``dfa[:INIT][:SCALE]``)."""
+        return is_dfa(self.spec)
 
     @property
     def uses_feedback(self) -> bool:
-        """True when ``weight='random'`` (a fixed feedback matrix per layer)."""
-        return isinstance(self.backward_spec().weight, RandomFeedback)
+        """True when the weight mode is a feedback mode (``random``, ``fa``, ...)."""
+        return isinstance(self.backward_spec().weight, FeedbackMode)
 
     @property
     def full_batch(self) -> bool:
@@ -85,7 +138,8 @@ class XorConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every setting plus the spec's per-target modes (flat, W&B-config friendly)."""
         out = dataclasses.asdict(self)
-        out.update(self.backward_spec().to_dict())
+        if not self.dfa:
+            out.update(self.backward_spec().to_dict())
         return out
 
     @classmethod
@@ -132,6 +186,8 @@ class XorConfig:
     def group_key(self) -> tuple[Any, ...]:
         """Settings that runs stacked in one vectorised ensemble must share (random feedback
         cannot be mixed with other weight modes, nor with another feedback scale)."""
-        return (self.depth, self.width, self.steps, self.optimizer, self.batch_size,
-                self.n_train, self.n_test, self.eval_every, self.diag_every,
-                self.feedback_scale)
+        weight = self.backward_spec().weight
+        feedback = str(weight) if isinstance(weight, FeedbackMode) else None
+        return (self.task, self.depth, self.width, self.steps, self.optimizer,
+                self.batch_size, self.n_train, self.n_test, self.eval_every, self.diag_every,
+                "dfa" if self.dfa else feedback)

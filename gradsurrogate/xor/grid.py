@@ -18,25 +18,27 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..backward import TARGETS, BackwardSpec, make_mode
+from ..backward import MODES, TARGETS, BackwardSpec, make_mode
 from ..registry import check_choice, check_int, check_number
 from ..runs import RunStore
+from ..tasks import FA_FAMILY, get_task
 from ..tracking import Tracker
-from .config import SUB_SEEDS, XorConfig
+from .config import SUB_SEEDS, XorConfig, is_dfa
 from .results import finished_ids, read_results, write_run
 from .train import run_xor
 from .vectorised import run_ensemble
 
 __all__ = ["DEFAULT_DEPTHS", "DEFAULT_MODES", "DEFAULT_PS", "DEFAULT_SEEDS", "DEFAULT_TARGETS",
-           "GridSpec", "default_grid", "grid_configs", "run_grid", "spec_for"]
+           "GridSpec", "can_vectorise", "default_feedback", "default_grid", "feedback_spec",
+           "grid_configs", "run_grid", "spec_for"]
 
 DEFAULT_TARGETS: tuple[str, ...] = (*TARGETS, "all")
 DEFAULT_MODES: tuple[str, ...] = ("sign", "flip")
 DEFAULT_PS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.8, 1.0)
 DEFAULT_DEPTHS: tuple[int, ...] = (2, 4)
-DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
+DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 PARAMETRISED = ("flip", "blend")
-MAX_GROUP = 256  #: runs per vectorised ensemble by default
+MAX_GROUP = 320  #: runs per vectorised ensemble by default (a 5-seed depth of the grid)
 
 
 def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
@@ -46,12 +48,41 @@ def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
     return BackwardSpec(**{t: make_mode(mode, p, t) for t in targets})
 
 
+def feedback_spec(entry: str) -> str:
+    """A feedback-axis entry as a spec string: a bare weight mode (``fa``, ``random:0.5``)
+    means ``weight=MODE``; ``dfa[:...]`` and full spec strings are kept (validated)."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise ValueError(f"a feedback entry must be a spec string; got {entry!r}")
+    text = entry.strip()
+    if is_dfa(text):
+        return XorConfig(spec=text).spec
+    if "=" not in text and text.lower() != "exact":
+        text = f"weight={text}"
+    return str(BackwardSpec.parse(text))
+
+
+def default_feedback(task: str = "xor") -> tuple[str, ...]:
+    """The feedback axis of ``task``'s default grid: none for XOR (its grid is the destroy
+    experiment), else every registered FA-family weight mode (``random``, ``fa``, ``usf``,
+    ``frsf``, ``brsf``) and ``dfa`` when :mod:`gradsurrogate.dfa` is available."""
+    own = get_task(task).grid_feedback
+    if own is not None:
+        return own
+    out = [f"weight={m}" for m in FA_FAMILY if m in MODES]
+    try:
+        from .. import dfa  # noqa: F401
+    except ImportError:  # pragma: no cover - until DFA lands
+        return tuple(out)
+    return (*out, "dfa")
+
+
 def grid_configs(base: XorConfig, targets: Sequence[str] = DEFAULT_TARGETS,
                  modes: Sequence[str] = DEFAULT_MODES, ps: Sequence[float] = DEFAULT_PS,
                  depths: Sequence[int] = DEFAULT_DEPTHS, seeds: Sequence[int] = DEFAULT_SEEDS,
-                 include_exact: bool = True, fixed_seeds: Iterable[str] | None = None
-                 ) -> list[XorConfig]:
-    """Configs of the grid (plus one exact baseline per depth and seed when ``include_exact``).
+                 include_exact: bool = True, fixed_seeds: Iterable[str] | None = None,
+                 feedback: Sequence[str] = ()) -> list[XorConfig]:
+    """Configs of the grid (plus one exact baseline per depth and seed when ``include_exact``),
+    plus one run per ``feedback`` entry (whole specs: ``weight=fa``, ``dfa``, ...).
 
     Each run's ``seed`` is one of ``seeds``; its sub-seeds (``data_seed``, ``init_seed``,
     ``noise_seed``) follow that seed, except those named in ``fixed_seeds``, which keep
@@ -79,28 +110,39 @@ def grid_configs(base: XorConfig, targets: Sequence[str] = DEFAULT_TARGETS,
                     for p in values:
                         c = cfg.replace(spec=str(spec_for(target, mode, p)))
                         out.setdefault(c.run_id, c)
+            for entry in feedback:
+                c = cfg.replace(spec=feedback_spec(entry))
+                out.setdefault(c.run_id, c)
     return list(out.values())
 
 
 @dataclasses.dataclass(frozen=True)
 class GridSpec:
-    """The axes of a grid (the ``xor-grid`` flags are generated from these fields):
+    """The axes of a grid (the ``grid``/``xor-grid`` flags are generated from these fields):
     targets (backward targets or ``all``) × modes × ps (for flip/blend) × depths × seeds, plus
-    the exact baselines when ``include_exact``. Validated on construction."""
+    the exact baselines when ``include_exact`` and the ``feedback`` specs (FA family, DFA).
+    ``depths``/``feedback`` ``None``: the task's defaults (:func:`default_feedback`).
+    Validated on construction."""
 
     targets: tuple[str, ...] = DEFAULT_TARGETS
     modes: tuple[str, ...] = DEFAULT_MODES
     ps: tuple[float, ...] = DEFAULT_PS
-    depths: tuple[int, ...] = DEFAULT_DEPTHS
+    depths: tuple[int, ...] | None = None
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     include_exact: bool = True
+    feedback: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("targets", "modes", "ps", "depths", "seeds"):
+        for name in ("targets", "modes", "ps", "depths", "seeds", "feedback"):
+            if getattr(self, name) is None:
+                continue
             values = tuple(getattr(self, name))
-            if not values and name != "ps":
+            if not values and name not in ("ps", "feedback", "modes", "targets"):
                 raise ValueError(f"the grid needs at least one value in {name}")
             object.__setattr__(self, name, values)
+        if self.feedback is not None:
+            object.__setattr__(self, "feedback",
+                               tuple(feedback_spec(f) for f in self.feedback))
         for target in self.targets:
             check_choice(target, DEFAULT_TARGETS, "grid target")
         for p in self.ps:
@@ -110,22 +152,27 @@ class GridSpec:
                 make_mode(mode, p, TARGETS[0] if mode != "random" else "weight")
         if any(m.strip().lower() in PARAMETRISED for m in self.modes) and not self.ps:
             raise ValueError("flip/blend modes need at least one value in ps")
-        for depth in self.depths:
+        for depth in self.depths or ():
             check_int(depth, "depth", 1, 1000)
         for seed in self.seeds:
             check_int(seed, "seed", 0)
 
     def configs(self, base: XorConfig, fixed_seeds: Iterable[str] | None = None
                 ) -> list[XorConfig]:
-        """:func:`grid_configs` of these axes on top of ``base``."""
-        return grid_configs(base, self.targets, self.modes, self.ps, self.depths, self.seeds,
-                            self.include_exact, fixed_seeds)
+        """:func:`grid_configs` of these axes on top of ``base`` (its task fills the axes left
+        ``None``)."""
+        task = get_task(base.task)
+        depths = task.grid_depths if self.depths is None else self.depths
+        feedback = default_feedback(task.name) if self.feedback is None else self.feedback
+        return grid_configs(base, self.targets, self.modes, self.ps, depths, self.seeds,
+                            self.include_exact, fixed_seeds, feedback)
 
 
 def default_grid(base: XorConfig | None = None) -> list[XorConfig]:
-    """The destroy experiment: every target and all together × {sign, flip p ∈ DEFAULT_PS}
-    × depths {2, 4} × seeds {0, 1, 2}, plus exact baselines (336 runs)."""
-    return grid_configs(base or XorConfig())
+    """The destroy experiment of ``base``'s task (default XOR): every target and all together
+    × {sign, flip p ∈ DEFAULT_PS} × the task's depths (XOR: {2, 4}) × seeds 0-4, plus exact
+    baselines (XOR: 560 runs) and, for other tasks, the FA family and DFA."""
+    return GridSpec().configs(base or XorConfig())
 
 
 def chunk_configs(configs: list[XorConfig], max_group: int) -> list[list[XorConfig]]:
@@ -150,7 +197,8 @@ def run_grid(configs: Sequence[XorConfig], out_dir: str | Path | RunStore,
     """Run ``configs`` not yet recorded in ``out_dir``; return the records of all ``configs``.
 
     Vectorised: each chunk of up to ``max_group`` runs sharing a group key is one ensemble and
-    one W&B run (a table of its members); sequential: one :func:`run_xor` per config. Finished
+    one W&B run (a table of its members); sequential (and runs that cannot be stacked: non-MLP
+    tasks, DFA): one :func:`run_xor` per config. Finished
     chunks are appended atomically, so a killed grid resumes where it stopped. ``out_dir`` is
     a folder (locked for the duration: a second process on it gets
     :class:`~gradsurrogate.runs.StoreBusyError`) or an already locked :class:`RunStore`.
@@ -174,13 +222,15 @@ def _run_grid(configs: Sequence[XorConfig], store: RunStore, max_group: int, vec
     unique = list({c.run_id: c for c in configs}.values())
     done = finished_ids(out_dir)
     todo = [c for c in unique if c.run_id not in done]
-    chunks = chunk_configs(todo, max_group) if vectorised else [[c] for c in todo]
-    bar = tqdm(total=len(todo), desc="xor runs", unit="run",
+    stacked = [c for c in todo if vectorised and can_vectorise(c)]
+    chunks = [(True, ch) for ch in chunk_configs(stacked, max_group)]
+    chunks += [(False, [c]) for c in todo if not (vectorised and can_vectorise(c))]
+    bar = tqdm(total=len(todo), desc="runs", unit="run",
                disable=None if progress is None else not progress)
     try:
-        for k, chunk in enumerate(chunks):
+        for k, (ensemble, chunk) in enumerate(chunks):
             start = time.perf_counter()
-            pairs = run_ensemble(chunk, device, dtype, progress) if vectorised \
+            pairs = run_ensemble(chunk, device, dtype, progress) if ensemble \
                 else [run_xor(chunk[0], device, dtype)]
             for record, _ in pairs:
                 record["group_size"] = len(chunk)
@@ -193,6 +243,11 @@ def _run_grid(configs: Sequence[XorConfig], store: RunStore, max_group: int, vec
         bar.close()
     wanted = {c.run_id for c in unique}
     return [r for r in read_results(out_dir) if r["run_id"] in wanted]
+
+
+def can_vectorise(config: XorConfig) -> bool:
+    """Runs of MLP tasks stack into ensembles; other architectures and DFA run one by one."""
+    return get_task(config.task).vectorised and not config.dfa
 
 
 TABLE_COLUMNS = ["run_id", "spec", "depth", "seed", "lr", "final_test_acc", "final_test_loss",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..diagnostics import METRICS, GradientRecorder
+from ..tasks import get_task
 from .config import XorConfig
 from .data import bayes_accuracy
 
@@ -90,14 +91,16 @@ def max_rise(losses: list[float | None]) -> float | None:
 
 def build_record(config: XorConfig, curves: dict[str, Any], diverged_step: int | None,
                  seconds: float, vectorised: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The results line and the curves line of one finished run."""
-    bayes = bayes_accuracy(config.sigma, config.label_noise)
+    """The results line and the curves line of one finished run (``bayes_acc`` and
+    ``steps_to_90pct_bayes`` are ``None`` for tasks other than ``xor``)."""
+    bayes = bayes_accuracy(config.sigma, config.label_noise) if config.task == "xor" else None
     reached = [s for s, a in zip(curves["step"], curves["test_acc"])
-               if a is not None and a >= 0.9 * bayes]
+               if bayes is not None and a is not None and a >= 0.9 * bayes]
     record = {
         "run_id": config.run_id,
         "config": config.to_dict(),
         "bayes_acc": bayes,
+        "chance_acc": 1.0 / get_task(config.task).classes,
         "final_test_acc": curves["test_acc"][-1],
         "final_test_loss": curves["test_loss"][-1],
         "final_train_acc": curves["train_acc"][-1],

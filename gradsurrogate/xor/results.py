@@ -8,6 +8,9 @@ folders written under an older id scheme (or before a config field existed) stil
 
 from __future__ import annotations
 
+import functools
+import os
+import platform
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +19,8 @@ from typing import Any
 from ..runs import RESULTS, RunStore, StoreWarning
 from .config import XorConfig
 
-__all__ = ["CURVES", "RESULTS", "finished_ids", "read_curves", "read_results", "write_run"]
+__all__ = ["CURVES", "RESULTS", "environment", "finished_ids", "read_curves", "read_results",
+           "write_run"]
 
 CURVES = "curves.jsonl"
 
@@ -62,3 +66,33 @@ def read_curves(out_dir: str | Path, run_ids: Iterable[str] | None = None,
 def finished_ids(out_dir: str | Path) -> set[str]:
     """Run ids that already have a record (resume skips them)."""
     return RunStore(out_dir).finished(RESULTS, _rekey)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_name() -> str:
+    """The CPU model (``platform.processor()`` is empty on Linux: read /proc/cpuinfo)."""
+    name = platform.processor()
+    if name and name != platform.machine():
+        return name
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """The machine and versions a run (or a report) was made with: ``processor`` (CPU model),
+    ``machine``, ``cpu_count``, ``system``, ``python``, ``torch`` and ``gradsurrogate``
+    versions. A record can carry it under ``"env"`` so its report names where it ran."""
+    import torch
+
+    from .. import __version__
+
+    return {"processor": _cpu_name(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "system": platform.system(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "gradsurrogate": __version__}

@@ -1,11 +1,13 @@
-"""Train one XOR run (sequential reference path); its record is built by :mod:`.record`.
+"""Train one run of any task (sequential reference path); its record is built by :mod:`.record`.
 
-:func:`run_xor` trains one :class:`~gradsurrogate.xor.model.XorMLP` with ``torch.optim`` and
+:func:`run_xor` trains the config's task model (XOR: :class:`~gradsurrogate.xor.model.XorMLP`;
+see :mod:`gradsurrogate.tasks`) with ``torch.optim`` and
 returns ``(record, curves)``. The record holds ``config`` (every setting, the spec as a string),
 ``final_test_acc``, ``final_test_loss``, ``diverged`` and more; ``curves`` the train/test loss
-and accuracy at every evaluation, per-step gradient diagnostics and the final decision function
-on a grid. A non-finite training loss stops the run before its update; the parameters of that
-step are evaluated and the run is marked ``diverged`` (non-finite numbers become ``None``).
+and accuracy at every evaluation, per-step gradient diagnostics and (XOR only) the final
+decision function on a grid. A non-finite training loss stops the run before its update; the
+parameters of that step are evaluated and the run is marked ``diverged`` (non-finite numbers
+become ``None``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..diagnostics import record_gradients
+from ..tasks import get_task
 from .config import XorConfig
-from .data import XorData, generator, make_xor_split
-from .model import XorMLP, init_params
+from .data import XorData, generator
 from .record import (
     CURVE_KEYS,
     boundary_grid,
@@ -34,7 +36,7 @@ from .record import (
     loss_and_accuracy,
 )
 
-__all__ = ["batches", "run_xor"]
+__all__ = ["batches", "flat", "run_xor"]
 
 
 def batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[Tensor | None]:
@@ -62,12 +64,14 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
     start = time.perf_counter()
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device or "cpu")
-    train, test = make_xor_split(config.n_train, config.n_test, config.sigma,
-                                 config.label_noise, config.data_seed, dtype, device)
-    params = init_params(config.depth, config.width, generator(config.init_seed, "init"),
-                         dtype, device)
+    task = get_task(config.task)
+    train, test = task.data(config, dtype, device)
     noise = generator(config.noise_seed, "noise")
-    model = XorMLP(params, config.backward_spec(), noise)
+    model = task.build(config, noise, dtype, device)  # XOR: init_params + XorMLP
+    if config.dfa:  # built exact; DFA's hook hands each layer e @ B_l as its grad_input
+        from ..dfa import dfa
+
+        dfa(model, config.spec, generator=noise)
     opt: torch.optim.Optimizer
     if config.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -79,7 +83,7 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
     def log_eval(step: int) -> None:
         with torch.no_grad():
             for name, data in (("train", train), ("test", test)):
-                loss, acc = loss_and_accuracy(model(data.x), data.y)
+                loss, acc = loss_and_accuracy(*flat(model(data.x), data.y))
                 curves[f"{name}_loss"].append(finite_or_none(float(loss)))
                 curves[f"{name}_acc"].append(float(acc))
         curves["step"].append(step)
@@ -93,9 +97,9 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
         diag = config.diag_every > 0 and step % config.diag_every == 0
         if diag:
             with record_gradients(model) as rec:
-                loss = F.cross_entropy(model(xb), yb)
+                loss = F.cross_entropy(*flat(model(xb), yb))
         else:
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(*flat(model(xb), yb))
         if not math.isfinite(float(loss.detach())):
             diverged_step = step
             break
@@ -111,10 +115,17 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
         diverged_step = config.steps  # the last update made the training loss non-finite
     if diverged_step is not None and curves["step"][-1] != diverged_step:
         log_eval(diverged_step)
-    with torch.no_grad():
-        p1 = torch.softmax(model(boundary_grid(dtype, device)), -1)[:, 1]
-    curves["boundary"] = boundary_list(p1)
+    if task.name == "xor":
+        with torch.no_grad():
+            p1 = torch.softmax(model(boundary_grid(dtype, device)), -1)[:, 1]
+        curves["boundary"] = boundary_list(p1)
     return build_record(config, curves, diverged_step, time.perf_counter() - start, False)
+
+
+def flat(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits (n, c) / (n, L, c) and labels (n,) / (n, L) as (N, c), (N,) (per-token tasks
+    count every token as a sample)."""
+    return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
 
 
 def _batch(data: XorData, index: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -1,7 +1,9 @@
-"""Train many XOR runs in one batched computation (the vectorised path of grids and sweeps).
+"""Train many runs of an MLP task in one batched computation (the vectorised path of grids and
+sweeps).
 
-Runs that share :meth:`XorConfig.group_key` (architecture, steps, optimizer, batch size, set
-sizes) are stacked as members ``e`` of an :class:`EnsembleXorMLP`: data (e, n, 2), weights
+Runs that share :meth:`XorConfig.group_key` (task, architecture, steps, optimizer, batch size,
+set sizes) are stacked as members ``e`` of an :class:`EnsembleXorMLP`: data (e, n, d) (one
+shared (n, d) copy for tasks with fixed data), weights
 (e, o, i), per-member learning rates, seeds and backward modes. The total loss is the sum of the
 members' mean cross-entropies, so each member's gradient is the one it would get alone; member
 ``e`` draws its init, batches and backward noise from its own seeds, giving the numbers of
@@ -24,8 +26,9 @@ from tqdm.auto import tqdm
 
 from ..diagnostics import record_gradients
 from ..ensemble import EnsembleOptimizer
+from ..tasks import TASKS, get_task
 from .config import XorConfig
-from .data import XorData, generator, make_xor_split
+from .data import XorData, generator
 from .model import EnsembleXorMLP, init_params
 from .record import (
     CURVE_KEYS,
@@ -37,18 +40,25 @@ from .record import (
     loss_and_accuracy,
 )
 
-__all__ = ["run_ensemble"]
+__all__ = ["EVAL_ROWS", "run_ensemble"]
+
+#: evaluation sets larger than this are evaluated in blocks of rows (bounded memory)
+EVAL_ROWS = 2048
 
 
 def _stack_data(configs: Sequence[XorConfig], dtype: torch.dtype, device: torch.device
                 ) -> tuple[XorData, XorData]:
+    """Per-member data (e, n, d) / (e, n); a task with fixed data gets one shared copy:
+    x (n, d), y (n,)."""
+    task = get_task(configs[0].task)
+    if task.fixed_data:
+        return task.data(configs[0], dtype, device)
     cache: dict[tuple[Any, ...], tuple[XorData, XorData]] = {}
     pairs = []
     for c in configs:
         key = (c.n_train, c.n_test, c.sigma, c.label_noise, c.data_seed)
         if key not in cache:
-            cache[key] = make_xor_split(c.n_train, c.n_test, c.sigma, c.label_noise,
-                                        c.data_seed, dtype, device)
+            cache[key] = task.data(c, dtype, device)
         pairs.append(cache[key])
     out = []
     for k in range(2):
@@ -81,10 +91,13 @@ class _Batches:
 
 
 def _gather(data: XorData, index: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Minibatch x (e, b, 2), y (e, b) from member-wise indices (e, b)."""
+    """Minibatch x (e, b, d), y (e, b) from member-wise indices (e, b) (shared data: x (n, d),
+    y (n,) are indexed directly)."""
     if index is None:
         return data.x, data.y
     index = index.to(data.x.device)
+    if data.y.dim() == 1:  # one shared copy of the data
+        return data.x[index], data.y[index]
     x = torch.gather(data.x, 1, index.unsqueeze(-1).expand(-1, -1, data.x.shape[-1]))
     return x, torch.gather(data.y, 1, index)
 
@@ -100,19 +113,29 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
         return []
     keys = {c.group_key() for c in configs}
     if len(keys) != 1:
-        raise ValueError(f"configs stacked in one ensemble must share depth, width, steps, "
-                         f"optimizer, batch size, set sizes, eval/diag intervals and the use "
-                         f"(and scale) of weight='random'; got {len(keys)} different groups: "
+        raise ValueError(f"configs stacked in one ensemble must share task, depth, width, "
+                         f"steps, optimizer, batch size, set sizes, eval/diag intervals and "
+                         f"the feedback mode (weight=random/fa/...), if any; got {len(keys)} "
+                         f"different groups: "
                          f"{sorted(keys, key=repr)}")
     start = time.perf_counter()
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device or "cpu")
     c0, e = configs[0], len(configs)
+    task = get_task(c0.task)
+    if any(c.dfa for c in configs):
+        raise ValueError("DFA runs cannot be vectorised (a model-level hook); run them one by "
+                         "one (run_grid does)")
+    if not task.vectorised:
+        raise ValueError(f"task {task.name!r} cannot be vectorised (only MLP tasks: "
+                         f"{', '.join(n for n, t in TASKS.items() if t.vectorised)}); run its "
+                         "configs one by one (run_grid(..., vectorised=False) does)")
     train, test = _stack_data(configs, dtype, device)
-    params = [init_params(c.depth, c.width, generator(c.init_seed, "init"), dtype, device)
-              for c in configs]
+    params = [init_params(c.depth, c.width, generator(c.init_seed, "init"), dtype, device,
+                          task.in_features, task.classes) for c in configs]
     gens = [generator(c.noise_seed, "noise") for c in configs]
-    model = EnsembleXorMLP(params, [c.backward_spec() for c in configs], gens)
+    model = EnsembleXorMLP(params, [c.backward_spec() for c in configs], gens,
+                           task.activation)
     opt = EnsembleOptimizer(list(model.parameters()), [c.lr for c in configs], c0.optimizer)
     order = _Batches(configs)
     hist: dict[str, list[Tensor]] = {k: [] for k in CURVE_KEYS}
@@ -120,10 +143,18 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
     diags: list[list[dict[str, Any]]] = [[] for _ in range(e)]
     diverged_at = [None] * e
 
+    def evaluate(data: XorData) -> tuple[Tensor, Tensor]:
+        y = data.y.expand(e, -1) if data.y.dim() == 1 else data.y
+        if data.x.shape[-2] <= EVAL_ROWS:
+            return loss_and_accuracy(model(data.x), y)
+        logits = torch.cat([model(data.x[..., k:k + EVAL_ROWS, :])
+                            for k in range(0, data.x.shape[-2], EVAL_ROWS)], -2)
+        return loss_and_accuracy(logits, y)
+
     def log_eval(step: int) -> None:
         with torch.no_grad():
             for name, data in (("train", train), ("test", test)):
-                loss, acc = loss_and_accuracy(model(data.x), data.y)
+                loss, acc = evaluate(data)
                 hist[f"{name}_loss"].append(loss)
                 hist[f"{name}_acc"].append(acc)
         steps.append(step)
@@ -133,6 +164,8 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
                disable=None if progress is None else not progress)
     for step in bar:
         xb, yb = _gather(train, order.next())
+        if yb.dim() == 1:  # full batch of shared data
+            yb = yb.expand(e, -1)
         diag = c0.diag_every > 0 and step % c0.diag_every == 0
         if diag:
             with record_gradients(model) as rec:
@@ -159,8 +192,9 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
             log_eval(step + 1)
     bar.close()
     with torch.no_grad():
-        final = [loss_and_accuracy(model(d.x), d.y) for d in (train, test)]
-        p1 = torch.softmax(model(boundary_grid(dtype, device)), -1)[..., 1]
+        final = [evaluate(d) for d in (train, test)]
+        p1 = torch.softmax(model(boundary_grid(dtype, device)), -1)[..., 1] \
+            if task.name == "xor" else None
     for m in (~torch.isfinite(final[0][0])).nonzero().flatten().tolist():
         if diverged_at[m] is None:  # the last update made the training loss non-finite
             diverged_at[m] = c0.steps
@@ -181,6 +215,7 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
         if stop is not None and curves["step"][-1] != stop:
             curves["step"].append(stop)
         curves["diag"] = diags[m]
-        curves["boundary"] = boundary_list(p1[m])
+        if p1 is not None:
+            curves["boundary"] = boundary_list(p1[m])
         out.append(build_record(c, curves, stop, seconds, True))
     return out
