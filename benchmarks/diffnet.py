@@ -243,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    rows = {(n, m): bench_row(n, m, args.batch, args.repeats, args.compile) for n, m in shapes}
+    rows = {}
+    for n, m in shapes:  # each row as soon as it is measured (a long run shows progress)
+        rows[(n, m)] = bench_row(n, m, args.batch, args.repeats, args.compile)
+        print(to_markdown({(n, m): rows[(n, m)]}).split("\n", 2)[2], flush=True)
     print(f"batch {args.batch}, 3×128 softplus, float32, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, {args.repeats} interleaved rounds; ms = median, "
           "×fwd = median ratio to the plain nn.Sequential forward of the same round; "
-          "speed-up = best eager torch.func ×fwd / ours ×fwd\n")
+          "speed-up = best eager torch.func ×fwd / ours ×fwd; uptime load "
+          f"{os.getloadavg()[0]:.1f} at the end\n")
     print(to_markdown(rows))
     print("\nPeak CPU memory of one H call (MB, torch.profiler memory events):")
     for (n, m), row in rows.items():

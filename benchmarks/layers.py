@@ -242,6 +242,12 @@ def model_main(args: argparse.Namespace) -> None:
         name = f"{label} (`{spec}`)" if spec and spec != label else label
         print(f"| {name} | {statistics.median(rs):.2f}× [{q[0]:.2f}, {q[2]:.2f}] | "
               f"{_goal(label) if 'biotorch' not in label else 'baseline'} |")
+    bio = results.get("biotorch-style FA")
+    for label in ("fa", "fa (Linear/Conv2d only)"):
+        if bio and label in results:
+            quot = [a / b for a, b in zip(results[label], bio)]
+            print(f"\n{label} / biotorch-style FA: {statistics.median(quot):.2f}× (median over "
+                  f"repeats; target ≤ 1.00×)")
 
 
 def main() -> None:

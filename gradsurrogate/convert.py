@@ -218,7 +218,8 @@ def convert_with_report(
         """The replacement of ``module`` (``None``: keep it); recurses into containers."""
         factory = _respec if isinstance(module, SurrogateMixin) else factory_for(module)
         if factory is None:
-            if _matches(name, include) and any(True for _ in module.parameters(recurse=False)):
+            own = any(True for _ in module.parameters(recurse=False))
+            if name and own and _matches(name, include):  # the root's own tensors: not a layer
                 report.skipped[name] = f"{type(module).__name__} has no surrogate"
             walk(module, name)
             return None

@@ -196,40 +196,54 @@ def _in_backward() -> bool:
     return task is not None and task() != -1
 
 
+class _Session:
+    """The bindings of one :func:`record_gradients` block (retired together)."""
+
+    def __init__(self) -> None:
+        self.open, self.ran = True, False
+        self.bindings: list[_Binding] = []
+
+    def close(self) -> None:
+        self.open = False
+        for binding in self.bindings:
+            binding.layer.recorder = None
+        if not self.ran:
+            self.retire()
+
+    def retire(self) -> None:
+        for binding in self.bindings:
+            binding.remove()
+        self.bindings = []
+
+
 class _Binding:
     """Binds one recorder callback to one layer, including checkpoint recomputations.
 
-    A forward outside a backward binds the callback while the block is open (and unbinds and
-    retires the binding once closed); a recomputation (a forward inside a backward) binds it
-    only if the layer ran inside the block, so the recomputed graph matches the original one.
+    An ordinary forward (outside a backward) binds the callback while the block is open; once
+    it is closed, the first ordinary forward of any of its layers retires the whole block. A
+    recomputation (a forward inside a backward: activation checkpointing) binds the callback
+    only if the block ran a forward, so a recomputed graph matches the original one.
     """
 
-    def __init__(self, layer: nn.Module, callback: Callable) -> None:
-        self.layer, self.callback = layer, callback
-        self.open, self.ran = True, False
+    def __init__(self, layer: nn.Module, callback: Callable, session: _Session) -> None:
+        self.layer, self.callback, self.session = layer, callback, session
         self.handles = [layer.register_forward_pre_hook(self.pre),
                         layer.register_forward_hook(self.post)]
         layer.recorder = callback
 
     def pre(self, layer: nn.Module, args: Any) -> None:
-        if not _in_backward():
-            if self.open:
-                self.ran = True
-                layer.recorder = self.callback
-            else:
-                self.remove()
+        session = self.session
+        if _in_backward():
+            layer.recorder = self.callback if session.ran else None
+        elif session.open:
+            session.ran = True
+            layer.recorder = self.callback
         else:
-            layer.recorder = self.callback if self.ran else None
+            session.retire()
 
     def post(self, layer: nn.Module, args: Any, output: Any) -> None:
-        if not self.open:
+        if not self.session.open:
             layer.recorder = None
-
-    def close(self) -> None:
-        self.open = False
-        self.layer.recorder = None
-        if not self.ran:
-            self.remove()
 
     def remove(self) -> None:
         self.layer.recorder = None
@@ -240,7 +254,7 @@ class _Binding:
             del _BINDINGS[self.layer]
 
 
-#: the binding still waiting for a checkpoint recomputation, per layer
+#: the binding of each layer still waiting for a checkpoint recomputation
 _BINDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -250,8 +264,8 @@ def record_gradients(model: nn.Module,
     """Record diagnostics of every surrogate layer of ``model`` for graphs built in the block.
 
     The forward pass must run inside the block (the recorder is bound at forward time); the
-    backward may run inside or after it. With activation checkpointing the layers that ran in
-    the block stay bound for their recomputation until their next ordinary forward pass.
+    backward may run inside or after it. With activation checkpointing the layers stay bound
+    for their recomputation until the next ordinary forward pass of one of them.
     """
     from .layers import SurrogateMixin
 
@@ -259,19 +273,18 @@ def record_gradients(model: nn.Module,
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, SurrogateMixin)]
     if not layers:
         raise ValueError("record_gradients: the model has no surrogate layers; call convert()")
-    bindings = []
+    session = _Session()
     for name, layer in layers:
         old = _BINDINGS.get(layer)
         if old is not None:
-            old.remove()
-        binding = _Binding(layer, recorder.for_layer(name or type(layer).__name__))
+            old.session.retire()
+        binding = _Binding(layer, recorder.for_layer(name or type(layer).__name__), session)
         _BINDINGS[layer] = binding
-        bindings.append(binding)
+        session.bindings.append(binding)
     try:
         yield recorder
     finally:
-        for binding in bindings:
-            binding.close()
+        session.close()
 
 
 def _cuda_devices() -> list[int]:

@@ -261,9 +261,9 @@ def _apply(op: LayerOp, x: Tensor, weight: Tensor, bias: Tensor | None,
     spec = BackwardSpec.coerce(spec)
     if getattr(spec.weight, "stateful", False) and feedback is None:
         raise ValueError(
-            "weight='random' (feedback alignment) needs a fixed feedback matrix: pass "
-            "feedback=RandomFeedback().draw(weight, generator) once and reuse it, or use "
-            "SurrogateLinear, which keeps one per layer"
+            f"weight={str(spec.weight)!r} (feedback alignment) needs a fixed feedback matrix: "
+            "pass feedback=spec.weight.init_state(weight, generator) once and reuse it, or use "
+            "a surrogate layer (SurrogateLinear, SurrogateConv2d, ...), which keeps one"
         )
     if feedback is not None and feedback.shape != weight.shape:
         raise ValueError(

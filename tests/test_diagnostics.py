@@ -291,3 +291,37 @@ def test_feedback_alignment_gives_one_angle_per_ensemble_member():
                                                              layer.weight[k])["cosine"])))
             for k in range(3)]
     assert angles == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:convert left")
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_recorder_with_checkpointed_transformer_layers(reentrant):
+    # every projection (attention included) is recorded once, as without checkpointing
+    torch.manual_seed(0)
+    model = gs.convert(zoo.transformer_encoder(vocab=16, d_model=16, nhead=2, num_layers=2,
+                                               dim_feedforward=32, num_classes=3, dropout=0.0),
+                       "weight=fa", generator=0)
+    tokens = torch.randint(0, 16, (4, 9))
+
+    def run(ckpt: bool) -> gs.GradientRecorder:
+        with gs.record_gradients(model) as rec:
+            x = model.embed(tokens) + model.pos[:, :9]
+            for layer in model.encoder.layers:
+                x = checkpoint(layer, x, use_reentrant=reentrant) if ckpt else layer(x)
+            loss = model.head(model.norm(x).mean(1)).square().sum()
+        loss.backward()
+        return rec
+
+    want, got = run(False).summary(), run(True).summary()
+    assert got.keys() == want.keys() and any("self_attn" in k for k in want)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
+
+
+def test_checkpointed_forward_before_the_block_is_not_recorded_nor_broken():
+    model = _ckpt_model("exact")
+    x = torch.randn(5, 4, requires_grad=True)
+    out = model[1](checkpoint(model[0], x, use_reentrant=False)).sum()
+    with gs.record_gradients(model) as rec:
+        out.backward()  # recomputes layers whose forward ran without a recorder
+    assert rec.records == []

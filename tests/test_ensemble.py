@@ -107,7 +107,7 @@ def test_member_modes_equal_each_member_mode_applied_alone():
 
 
 def test_member_modes_bad_input():
-    with pytest.raises(ValueError, match="weight='random' cannot be mixed"):
+    with pytest.raises(ValueError, match="a feedback-alignment weight mode cannot be mixed"):
         stack_modes([gs.RandomFeedback(), gs.Sign()])
     with pytest.raises(ValueError, match="'learned' cannot be mixed"):
         stack_modes([gs.Learned(lambda w: w), gs.Sign()])
@@ -150,3 +150,12 @@ def test_ensemble_layer_matches_its_members(e, batch, i, o, mode, target):
         if mode == "exact":
             assert torch.equal(layer.weight.grad, lin.weight.grad)
             assert torch.equal(layer.bias.grad, lin.bias.grad)
+
+
+def test_per_member_flip_probability_is_not_rounded_to_bfloat16():
+    # p = 0.001 per member: compared in float32, not rounded through bfloat16 first
+    t = torch.ones(2, 200_000, dtype=torch.bfloat16)
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    out = gs.Flip(torch.tensor([0.001, 0.3])).apply(t, gens, ensemble=True)
+    rates = (out < 0).double().mean(1)
+    assert abs(rates[0].item() - 0.001) < 3e-4 and abs(rates[1].item() - 0.3) < 5e-3

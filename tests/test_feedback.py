@@ -1,6 +1,7 @@
 """The feedback-alignment family (fa, usf, frsf, brsf) and direct feedback alignment (dfa)."""
 
 import copy
+import io
 import json
 import math
 import pathlib
@@ -48,10 +49,10 @@ def test_each_mode_matrix_is_its_definition(shape, init):
     # usf: sign(W) * std of the init
     assert torch.equal(gs.USF(init).matrix(w, None), torch.sign(w) * std)
     assert gs.USF(init).init_state(w, gen(1)) is None
-    # frsf: |R| sign(W) with R the fa draw, fixed
+    # frsf: |R| sign(W) with R the fa draw, fixed (the state is |R|)
     fr = gs.FRSF(init)
     state = fr.init_state(w, gen(1))
-    assert torch.equal(state, r)
+    assert torch.equal(state, r.abs())
     assert torch.equal(fr.matrix(w, state), r.abs() * torch.sign(w))
     w2 = -w  # signs follow W as it trains; magnitudes stay
     assert torch.equal(fr.matrix(w2, state), r.abs() * torch.sign(w2))
@@ -349,6 +350,27 @@ def test_dfa_state_dict_round_trip_same_seed_same_b_and_remove():
     hb.remove()
     assert all(torch.equal(x, y) for x, y in zip(step(b), step(plain)))
     assert BUFFER not in dict(b[4].named_buffers())
+
+
+def test_dfa_model_deepcopies_and_pickles_with_its_own_b():
+    model = mlp(0)
+    gs.dfa(model, generator=0)
+    x, y = torch.randn(6, 4, generator=gen(4), dtype=F64), torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def step(m):
+        m.zero_grad()
+        nn.functional.cross_entropy(m(x), y).backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    first = step(model)
+    twin = copy.deepcopy(model)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    for other in (twin, loaded):
+        assert all(torch.equal(a, b) for a, b in zip(step(other), first))
+        assert other[4].dfa_feedback.data_ptr() != model[4].dfa_feedback.data_ptr()
 
 
 def test_dfa_spec_strings_and_errors():

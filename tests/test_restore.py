@@ -12,6 +12,7 @@ from gradsurrogate.restore import (
     NonFiniteLossError,
     RestoreConfig,
     RestoreProblem,
+    build_problem,
     build_surrogate,
     directional_change,
     equations,
@@ -237,7 +238,8 @@ def test_learned_backward_after_restoration_matches_exact() -> None:
 def test_online_restorer_tracks_layers_without_reading_W_in_backward() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
-    rest = OnlineRestorer(model, loss="mse", dim_sample=1.0, lr=5e-2, steps=1, seed=0)
+    rest = OnlineRestorer(model, loss="mse", dim_sample=1.0, lr=5e-2, steps=1, seed=0,
+                          method="sgd")
     assert set(rest.restorers) == {"0", "2"}
     assert all(isinstance(m.spec.weight, gs.Learned) for m in (model[0], model[2]))
     x = torch.randn(16, 3, generator=gen(1))
@@ -352,3 +354,63 @@ def test_constructors_follow_the_default_dtype() -> None:
     finally:
         torch.set_default_dtype(old)
     assert make_surrogate("structured", 4, 3).B.dtype == old
+
+
+def test_subspaces_cycle_through_every_coordinate_without_replacement() -> None:
+    from gradsurrogate.restore.sampling import SubspaceCycler
+
+    cyc, g = SubspaceCycler(10, 4), gen(0)
+    subs = [cyc(g) for _ in range(5)]  # 20 draws = two full passes over 10 coordinates
+    assert all(len(set(s.tolist())) == 4 for s in subs)
+    counts = torch.bincount(torch.cat(subs), minlength=10)
+    assert counts.min() >= 1 and counts.max() <= 3  # each coordinate once per pass (+ overlap)
+    first = torch.cat(subs[:2]).tolist()  # the first 8 draws repeat no coordinate
+    assert len(set(first)) == 8
+
+
+def test_jacnet_surrogate_is_linear_in_the_cotangent_and_saves(tmp_path) -> None:
+    from gradsurrogate.restore.evaluate import heldout_scales, load_surrogate, save_surrogate
+
+    cfg = RestoreConfig(problem="tanh_bias", dim_in=4, dim_out=3, surrogate="jacnet", width=8)
+    p = build_problem(cfg)
+    s = build_surrogate(cfg)
+    u, a = torch.randn(5, 3, generator=gen(1)), torch.randn(5, 4, generator=gen(2))
+    torch.testing.assert_close(s(100 * u, a), 100 * s(u, a))
+    torch.testing.assert_close(s(u, a), torch.einsum("no,noi->ni", u, s.jacobian(a)))
+    with torch.no_grad():  # the exact Jacobian net: held-out cosine 1 at every scale
+        exact = heldout_scales(p, s, points=16)
+    assert len({round(v["cosine"], 6) for v in exact.values()}) == 1  # scale-invariant
+    path = save_surrogate(s, cfg, tmp_path / "g.pt")
+    s2, cfg2 = load_surrogate(path)
+    assert cfg2 == cfg
+    torch.testing.assert_close(s2(u, a), s(u, a))
+
+
+def test_a_users_function_and_the_least_squares_method() -> None:
+    from gradsurrogate.restore.problems import callable_problem
+
+    A = torch.randn(3, 5, generator=gen(4))
+    p = callable_problem(torch.nn.Linear(5, 3, bias=False).requires_grad_(False), 5)
+    assert p.dim_out == 3 and p.jacobian is not None  # by autograd
+    p = callable_problem(lambda x: x @ A.T, 5)
+    torch.testing.assert_close(p.jacobian(torch.zeros(2, 5))[0], A)
+    cfg = RestoreConfig(dim_in=5, dim_out=3, method="least-squares", budget=2.0)
+    s = build_surrogate(cfg)
+    res = restore(p, s, cfg, progress=False)
+    assert res.jvp_evals == 10 and res.final["rel_error"] < 1e-5  # 6 probes >= dim_in: exact
+    with pytest.raises(ValueError, match="needs surrogate 'structured'"):
+        RestoreConfig(method="least-squares", surrogate="mlp")
+
+
+def test_online_least_squares_restores_the_current_weights_each_step() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    rest = OnlineRestorer(model, seed=0)  # default: lsq on fan_in probes per step
+    model(torch.randn(16, 3, generator=gen(1)))
+    rest.step()
+    assert all(m["rel_error"] < 1e-5 for m in rest.metrics().values())
+    with torch.no_grad():  # the weights move: the next step follows at once (no lag)
+        model[2].weight.add_(0.1)
+    drift = rest.step()["2"]
+    assert drift > 1e-2 and rest.metrics()["2"]["rel_error"] < 1e-5
+    assert rest.jvp_evals == 2 * (3 + 8)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dim-in", "4", "--dim-out", "3", "--dim-sample", "2", "--epochs", "3",
         "--wandb", "disabled"]
 TINY_CFG = RestoreConfig(dim_in=4, dim_out=3, dim_sample=2, epochs=3)
-DIVERGING = ["--lr", "1e30", "--optimizer", "sgd", "--epochs", "50"]
+DIVERGING = ["--lr", "1e30", "--optimizer", "sgd", "--epochs", "50", "--eval-every", "1"]
 
 
 def strict_lines(path: Path) -> list[dict]:
@@ -98,11 +98,11 @@ def test_python_entry_points_raise_value_error(settings: dict, message: str) -> 
 def test_config_is_the_one_source_of_settings() -> None:
     cfg = RestoreConfig(dim_in=64, dim_out=64, dim_sample=16, epochs="auto", epoch_scale=2,
                         loss="  MSE", surrogate="Structured")
-    assert cfg.epochs == 2 * 64 * 64 // 16 == 512 and cfg.loss == "mse"
-    assert cfg.surrogate == "structured" and cfg.lr == 0.02  # the CLI's default
+    assert cfg.epochs == max(1000, 2 * 64 * 64 // 16) and cfg.loss == "mse"
+    assert cfg.surrogate == "structured" and cfg.lr == "auto"  # the CLI's default
     assert RestoreConfig.from_dict(cfg.to_dict()) == cfg
     # "auto" stored resolved: the same run as the explicit count, under one id
-    assert run_id(cfg) == run_id(cfg.replace(epochs=512)) != run_id(cfg.replace(epochs=511))
+    assert run_id(cfg) == run_id(cfg.replace(epochs=1000)) != run_id(cfg.replace(epochs=999))
     assert parse_config(["--dim_in=64", "--dim-out=64", "--dim_sample=16", "--epochs=auto",
                          "--epoch_scale=2"]) == cfg.replace(loss="mse")
     with pytest.raises(ValueError, match=r"unknown restore config key 'lrr'; accepted: problem, "):
@@ -118,10 +118,11 @@ def test_run_records_are_strict_json_and_resume(tmp_path: Path, capsys) -> None:
     (rec,) = strict_lines(tmp_path / "results.jsonl")  # resumed: still one record
     assert rec["run_id"] == run_id(TINY_CFG) and rec["config"] == TINY_CFG.to_dict()
     assert rec["status"] == "done" and rec["diverged"] is False and rec["diverged_step"] is None
-    assert rec["epochs_run"] == 3 and rec["jvp_evals"] == 6 and rec["f_evals"] == 6
+    assert rec["epochs_run"] == 3 and rec["jvp_evals"] == 8 and rec["f_evals"] == 8
+    assert rec["x_limit"] == 2.0 and rec["probes"] == "replay" and rec["ls_cosine"] > 0.99
     assert 0 < rec["final_sign_agreement"] <= 1 and rec["final_rel_error"] > 0
     history = strict_lines(tmp_path / "history" / f"{rec['run_id']}.json")[0]
-    assert [h["jvp_evals"] for h in history] == [2, 4, 6]
+    assert [h["jvp_evals"] for h in history] == [8]  # one evaluation: the last step
     assert history[-1]["cosine"] == rec["final_cosine"]
     assert rec["run_id"] in (tmp_path / "report.md").read_text()
     assert generic_report([str(tmp_path)]) == 0  # the folder is marked as restore's
@@ -204,7 +205,8 @@ def test_shipped_sweeps_expand_into_valid_configs(name: str) -> None:
     configs = [parse_config(command.argv(p)) for p in expand_sweep(config, seed=0)]
     if name == "restore_dim_sample_loss":  # grid: 5 dim_sample x 8 losses x 2 seeds
         assert len(configs) == len(set(configs)) == 80
-        assert {c.epochs * c.dim_sample for c in configs} == {2 * 64 * 64}  # epochs: auto
+        assert {c.epochs for c in configs} == {max(1000, 2 * 64 * 64 // c.dim_sample)
+                                               for c in configs}  # epochs: auto
     else:  # random search, run_cap 60
         assert len(configs) == 60
         assert all(0.01 <= c.initial_messup <= 100 and 1e-3 <= c.lr <= 0.1 for c in configs)

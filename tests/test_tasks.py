@@ -112,7 +112,7 @@ def test_dfa_runs_one_by_one():
     assert XorConfig.from_dict(c.to_dict()) == c
     record, _ = run_xor(c)
     assert not record["diverged"] and record["final_test_acc"] > 0.2
-    with pytest.raises(ValueError, match="DFA runs cannot be vectorised"):
+    with pytest.raises(ValueError, match="DFA and learned-feedback runs cannot be vectorised"):
         run_ensemble([c])
 
 

@@ -58,6 +58,11 @@ def test_summary_rows_hold_t_intervals_and_the_unstable_flag():
     assert not e["unstable"] and e["chance"] == 0.5
     assert _row(rows, 2, "grad_weight", "flip", 0.45)["unstable"]
     assert _row(rows, 4, "exact", "exact")["unstable"]
+    # records written before tasks existed (no "task" in their config) are xor
+    old = [dict(r, config={k: v for k, v in r["config"].items() if k != "task"})
+           for r in _records()]
+    assert [(r["task"], r["acc_mean"]) for r in summarise(old)] == \
+        [(r["task"], r["acc_mean"]) for r in rows]
 
 
 def test_headline_verdicts_follow_the_stated_criteria():
@@ -90,7 +95,14 @@ def test_ranking_ties_overlapping_intervals():
     assert ranked["dfa"]["rank"] == 3 and ranked["dfa"]["ties"] == []
 
 
-def test_report_groups_by_task_and_writes_summary_json(tmp_path):
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    """A folder of the synthetic records with its report written (once per module)."""
+    out = _folder(tmp_path_factory.mktemp("reported") / "run", _records())
+    return out, write_report(out)
+
+
+def test_report_groups_by_task_and_writes_summary_json(reported):
     records = _records()
     other = [dict(r, config={**r["config"], "task": "other-task"}, chance_acc=0.1,
                   run_id=r["run_id"][:-1] + "x") for r in records]
@@ -102,8 +114,7 @@ def test_report_groups_by_task_and_writes_summary_json(tmp_path):
     assert "xor / depth 2 / grad_input flip:0.45" in keys
     assert "other-task / depth 4 / exact" in keys and len(keys) == len(set(keys))
 
-    out = _folder(tmp_path / "run", records)
-    path = write_report(out)
+    out, path = reported
     text = path.read_text()
     assert text.startswith("# XOR destroy-Jacobian report")
     assert "Report written on:" in text and "torch" in text
@@ -116,9 +127,9 @@ def test_report_groups_by_task_and_writes_summary_json(tmp_path):
         assert (out / "figures" / name).stat().st_size > 1000
 
 
-def test_compare_a_run_with_itself_a_shifted_run_and_an_old_std_table(tmp_path, capsys):
-    a = _folder(tmp_path / "a", _records())
-    write_report(a)
+def test_compare_a_run_with_itself_a_shifted_run_and_an_old_std_table(reported, tmp_path,
+                                                                      capsys):
+    a = reported[0]
     md = tmp_path / "README.md"
     md.write_text("# Somewhere else\n\n" + report_tables(a) + "\n")
     for old, new in ((a, a), (md, a), (a / "summary.json", a), (md, md)):

@@ -6,7 +6,7 @@ mode       ``B`` at a backward call       state kept by the layer
 =========  =============================  ==============================================
 ``fa``     ``R``                          ``R`` drawn once (Lillicrap et al. 2016)
 ``usf``    ``sign(W) · s``                none (Liao, Leibo & Poggio 2016)
-``frsf``   ``|R| ∘ sign(W)``              ``R`` drawn once
+``frsf``   ``|R| ∘ sign(W)``              ``|R|``, ``R`` drawn once
 ``brsf``   ``|R_t| ∘ sign(W)``            none: ``R_t`` redrawn at every backward call
 =========  =============================  ==============================================
 
@@ -170,25 +170,25 @@ class USF(_InitFeedback):
 
     def matrix(self, weight: Tensor, state: Tensor | None, generator: Generators = None,
                ensemble: bool = False) -> Tensor:
-        return torch.sign(weight.detach()) * self.scale(weight, ensemble)
+        return torch.sign(weight.detach()).mul_(self.scale(weight, ensemble))
 
 
 @dataclasses.dataclass(frozen=True)
 class FRSF(_InitFeedback):
     """Fixed random-magnitude sign-concordant feedback: ``B = |R| ∘ sign(W)``, ``R`` drawn once
-    per layer exactly as for ``fa`` (the layer keeps ``R``; the signs follow ``W`` as it
-    trains)."""
+    per layer exactly as for ``fa``; the layer keeps ``|R|`` (its state), the signs follow
+    ``W`` as it trains."""
 
     name: ClassVar[str] = "frsf"
     stateful: ClassVar[bool] = True
 
     def init_state(self, weight: Tensor, generator: Generators = None,
                    ensemble: bool = False) -> Tensor | None:
-        return self.draw(weight, generator, ensemble)
+        return self.draw(weight, generator, ensemble).abs_()
 
     def matrix(self, weight: Tensor, state: Tensor | None, generator: Generators = None,
                ensemble: bool = False) -> Tensor:
-        return _need_state(self, state).abs() * torch.sign(weight.detach())
+        return torch.sign(weight.detach()).mul_(_need_state(self, state))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +203,7 @@ class BRSF(_InitFeedback):
 
     def matrix(self, weight: Tensor, state: Tensor | None, generator: Generators = None,
                ensemble: bool = False) -> Tensor:
-        return self.draw(weight, generator, ensemble).abs() * torch.sign(weight.detach())
+        return self.draw(weight, generator, ensemble).abs_().mul_(torch.sign(weight.detach()))
 
 
 for _cls in (FA, USF, FRSF, BRSF):

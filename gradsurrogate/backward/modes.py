@@ -178,8 +178,8 @@ class Flip(_UnitParamMode):
     random: ClassVar[bool] = True
 
     def apply(self, t: Tensor, generator: Generators = None, ensemble: bool = False) -> Tensor:
-        flips = uniform_like(t, generator, ensemble) < self.value(t, ensemble)
-        return torch.where(flips, -t, t)
+        u = uniform_like(t, generator, ensemble)  # float32 at least: p means the same in bf16
+        return torch.where(u < self.value(u, ensemble), -t, t)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .draws import Generators
-from .modes import TARGETS, BackwardMode, Blend, Exact, Flip, Learned, RandomFeedback
+from .modes import TARGETS, BackwardMode, Blend, Exact, FeedbackMode, Flip, Learned
 
 __all__ = ["MemberModes", "stack_modes"]
 
@@ -38,7 +38,8 @@ class MemberModes(BackwardMode):
     def __post_init__(self) -> None:
         if not self.modes or not all(isinstance(m, BackwardMode) for m in self.modes):
             raise ValueError(f"MemberModes needs one BackwardMode per member; got {self.modes!r}")
-        for cls, text in ((RandomFeedback, "weight='random'"), (Learned, "'learned'")):
+        for cls, text in ((FeedbackMode, "a feedback-alignment weight mode"),
+                          (Learned, "'learned'")):
             if any(isinstance(m, cls) for m in self.modes):
                 raise ValueError(f"{text} cannot be mixed with other modes in one ensemble")
         groups: dict[str, list[int]] = {}

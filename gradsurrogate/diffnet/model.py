@@ -315,23 +315,31 @@ class DifferentialMLP(nn.Module):
         return y, jac, self._rows(hh, last).movedim(-1, -3)
 
     def _hess_reverse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Forward-over-reverse: tangents ∂a_l/∂x forward, then adjoints G and Ġ backward."""
+        """Forward-over-reverse: tangents ∂a_l/∂x forward, then adjoints G and Ġ backward.
+
+        Ġ's second term is regrouped as ((G_l W_l) ⊙ g''(a_{l-1})) ⊗ ∂a_{l-1}/∂x: the
+        product with g'' is taken on the m rows before the n tangents are multiplied in.
+        """
         last = len(self.weights) - 1
         h, d, dd = self._act(self._affine(x, 0), 2)
         ta = self._w(0).transpose(-1, -2)  # ∂a_1/∂x: (n, o) or (E, 1, n, o)
-        saved = [(d, dd.unsqueeze(-2) * ta)]  # (g'(a_l), g''(a_l) ⊙ ∂a_l/∂x_i)
+        saved = [(d, dd, ta)]  # g'(a_l), g''(a_l), ∂a_l/∂x
         for k in range(1, last):
             ta = self._rows(d.unsqueeze(-2) * ta, k)
             h, d, dd = self._act(self._affine(h, k), 2)
-            saved.append((d, dd.unsqueeze(-2) * ta))
+            saved.append((d, dd, ta))
         y = self._affine(h, last)
         w_out = self._w(last)  # (m, o) or (E, 1, m, o)
         adj = w_out * d.unsqueeze(-2)  # ([E,] B, m, o)
-        adj_dot = w_out.unsqueeze(-2) * saved[-1][1].unsqueeze(-3)  # ([E,] B, m, n, o)
+        adj_dot = (w_out * dd.unsqueeze(-2)).unsqueeze(-2) * ta.unsqueeze(-3)  # (.., m, n, o)
         for k in range(last - 1, 0, -1):
-            d, dd_ta = saved[k - 1]
+            d, dd, ta = saved[k - 1]
             p = self._back(adj, k)
-            adj_dot = _mul(self._back(adj_dot, k), d.unsqueeze(-2).unsqueeze(-2)) + \
-                p.unsqueeze(-2) * dd_ta.unsqueeze(-3)
+            q = (p * dd.unsqueeze(-2)).unsqueeze(-2)
+            adj_dot = _mul(self._back(adj_dot, k), d.unsqueeze(-2).unsqueeze(-2))
+            if adj_dot.requires_grad or q.requires_grad or ta.requires_grad:
+                adj_dot = torch.addcmul(adj_dot, q, ta.unsqueeze(-3))
+            else:
+                adj_dot.addcmul_(q, ta.unsqueeze(-3))
             adj = _mul(p, d.unsqueeze(-2))
         return y, self._back(adj, 0), self._back(adj_dot, 0)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..backward import BackwardSpec, Learned
 from ..layers import SurrogateLinear, convert
 from ..registry import check_choice, check_int, check_number
+from .baseline import least_squares_jacobian
 from .losses import get_loss
 from .problems import jacobian_metrics
 from .sampling import check_dim_sample, sample_cotangents, sample_directions
@@ -26,10 +27,15 @@ from .surrogates import Structured
 from .targets import directional_change
 from .trainer import NonFiniteLossError, equations
 
-__all__ = ["ONLINE_COTANGENTS", "LayerRestorer", "OnlineRestorer"]
+__all__ = ["ONLINE_COTANGENTS", "ONLINE_METHODS", "LayerRestorer", "OnlineRestorer"]
 
 #: cotangents of the online restoration: random, or the real ``grad_output`` of the last backward
 ONLINE_COTANGENTS = ("gaussian", "real")
+#: ``lsq`` (default): ``B`` = least squares on the latest ``fan_in`` probes, all taken at the
+#: current weights after the step (no lag behind ``W``); ``sgd``: ``steps`` optimizer steps of the
+#: restoration loss per training step (``B`` lags ``W`` by the recent updates; the lag error
+#: ``grad_output @ (B - W)`` is systematic and can reverse a deep network's gradient)
+ONLINE_METHODS = ("lsq", "sgd")
 
 
 class LayerRestorer:
@@ -38,8 +44,11 @@ class LayerRestorer:
     def __init__(self, layer: SurrogateLinear, loss: str = "mse", dim_sample: int | None = None,
                  directions: int | None = None, cotangents: int | None = None,
                  points: int = 4, lr: float = 1e-2, steps: int = 1, target: str = "jvp",
-                 initial_messup: float = 1.0, generator: torch.Generator | None = None) -> None:
+                 initial_messup: float = 1.0, generator: torch.Generator | None = None,
+                 method: str = "lsq") -> None:
         w = layer.weight
+        self.method = check_choice(method, ONLINE_METHODS, "online restoration method")
+        self._window: list[tuple[Tensor, Tensor]] = []
         self.layer = layer
         self.dim_sample = check_dim_sample(dim_sample or layer.in_features, layer.in_features)
         self.k = directions or self.dim_sample
@@ -67,6 +76,8 @@ class LayerRestorer:
             raise RuntimeError("LayerRestorer.step needs a forward pass first (no inputs seen)")
         x = self.last_input.reshape(-1, self.last_input.shape[-1])
         dtype, device = x.dtype, x.device
+        if self.method == "lsq":
+            return self._lsq_step(x)
         total = 0.0
         for _ in range(self.steps):
             rows = torch.randint(0, x.shape[0], (self.points,), generator=self.gen)
@@ -94,6 +105,34 @@ class LayerRestorer:
             total += loss.item()
         return total / self.steps
 
+    def _lsq_step(self, x: Tensor) -> float:
+        """Probe ``dim_sample`` directions at one input row, keep the latest ``fan_in`` probes
+        and set ``B`` to their least-squares solution; returns the held residual of the new
+        probes under the previous ``B`` (relative), a drift signal."""
+        i = x.shape[-1]
+        row = torch.randint(0, x.shape[0], (1,), generator=self.gen).to(x.device)
+        dalpha, _ = sample_directions(1, self.dim_sample, i, self.dim_sample, "gaussian",
+                                      self.gen, x.dtype, x.device)
+        dalpha = dalpha[0]
+        df, _ = directional_change(self.f, x[row].expand_as(dalpha), dalpha, self.target)
+        self.jvp_evals += dalpha.shape[0]
+        with torch.no_grad():
+            before = df.norm()
+            drift = float((dalpha @ self.surrogate.B.T - df).norm() / before) if before > 0 \
+                else 0.0
+            self._window = [(dalpha, df), *self._window]
+            kept, n = [], 0
+            for d, f in self._window:
+                if n >= i:
+                    break
+                kept.append((d, f))
+                n += d.shape[0]
+            self._window = kept
+            d_all = torch.cat([d for d, _ in kept])
+            f_all = torch.cat([f for _, f in kept])
+            self.surrogate.B.copy_(least_squares_jacobian(d_all, f_all))
+        return drift
+
     def metrics(self) -> dict[str, float]:
         """Cosine / relative error / sign agreement of ``B`` vs the layer's current ``W``."""
         return jacobian_metrics(self.surrogate.B[None], self.layer.weight[None])
@@ -110,7 +149,7 @@ class OnlineRestorer:
     def __init__(self, model: nn.Module, loss: str = "mse", dim_sample: float | int = 1.0,
                  points: int = 4, lr: float = 1e-2, steps: int = 1, target: str = "jvp",
                  cotangents: str = "gaussian", initial_messup: float = 1.0, seed: int = 0,
-                 warmup_steps: int = 0) -> None:
+                 warmup_steps: int = 0, method: str = "lsq") -> None:
         check_choice(cotangents, ONLINE_COTANGENTS, "cotangents")
         if isinstance(model, nn.Linear):
             raise ValueError(
@@ -129,7 +168,7 @@ class OnlineRestorer:
             layer_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,),
                                                                         generator=gen)))
             r = LayerRestorer(module, loss, ds, None, None, points, lr, steps, target,
-                              initial_messup, layer_gen)  # type: ignore[arg-type]
+                              initial_messup, layer_gen, method)  # type: ignore[arg-type]
             self.restorers[name] = r
             return BackwardSpec(weight=Learned(r.surrogate.feedback))
 

@@ -9,7 +9,10 @@ Each run appends one record to ``OUT/results.jsonl``::
      directional evaluations that determine a full-rank linear map), "x_limit" (jvp_evals /
      limit), "final_heldout_rel", "probes" (replay | fresh), "bank_probes", "heldout_probes",
      "lr" (the rate used), "stop", "steps", "best_step", "scale_fix", and the least-squares
-     baseline on the same training probes: "ls_cosine", "ls_rel_error", "ls_heldout_rel"}
+     baseline on the same training probes: "ls_cosine", "ls_rel_error", "ls_heldout_rel",
+     "heldout_scales": {scale: mean cosine of g(∇_f, α) vs ∇_α on 256 fresh pairs}}
+
+and the restored surrogate to ``OUT/surrogates/RUN_ID.pt`` (``load_surrogate`` reads it).
 
 (NaN/inf stored as ``null``) and its per-epoch history to ``OUT/history/RUN_ID.json``
 (atomic replace, written before the record). ``run_id`` is :func:`gradsurrogate.runs.run_id`
@@ -36,6 +39,7 @@ from ..io import write_json_atomic
 from ..runs import RESULTS, RunStore, run_id
 from ..tracking import Tracker
 from .config import RestoreConfig, build_problem, build_surrogate
+from .evaluate import heldout_scales, save_surrogate
 from .trainer import restore
 
 __all__ = ["HISTORY", "PART", "PROJECT", "record_config", "run_restore", "run_restores",
@@ -46,6 +50,8 @@ PROJECT = "gradsurrogate-restore"
 #: ``gradsurrogate report``)
 PART = "restore"
 HISTORY = "history"
+#: restored surrogates, ``OUT/surrogates/RUN_ID.pt`` (:func:`~.evaluate.load_surrogate`)
+SURROGATES_DIR = "surrogates"
 #: settings every record of the earlier flat format carried (read for resume only)
 _FLAT_KEYS = ("problem", "dim_in", "dim_out", "dim_sample", "loss", "surrogate", "target",
               "epochs", "lr", "seed", "status")
@@ -132,6 +138,13 @@ def _run_one(cfg: RestoreConfig, rid: str, store: RunStore, wandb: str | None, p
                                             "stop", "steps", "best_step", "scale_fix",
                                             "ls_cosine", "ls_rel_error", "ls_heldout_rel")},
         }
+        if not res.diverged:  # fresh (α, ∇_f) pairs at cotangent scales 1e-2..1e2
+            try:
+                record["heldout_scales"] = {f"{k:g}": v["cosine"] for k, v in
+                                            heldout_scales(problem, surrogate).items()}
+            except RuntimeError:  # f not differentiable by torch and no known Jacobian
+                record["heldout_scales"] = None
+            save_surrogate(surrogate, cfg, store.out / SURROGATES_DIR / f"{rid}.pt")
         write_json_atomic(store.out / HISTORY / f"{rid}.json", res.history)
         if figures:
             _figures(cfg, rid, problem, surrogate, res.history, store.out / "figures")

@@ -12,7 +12,10 @@ Registry (:func:`make_surrogate`):
 * ``structured``: one learned matrix ``B`` (o, i) shaped like the true Jacobian,
   ``g(u, α) = u B`` (ignores ``α``); ``feedback(W)`` returns ``B`` for the ``learned`` ``weight``
   mode (``grad_input = grad_output @ B``);
-* ``mlp``: free-form ``g = MLP([u, α])``;
+* ``mlp``: free-form ``g = MLP([u, α])`` (not linear in ``u``: wrong at other cotangent
+  scales than it was trained on);
+* ``jacnet``: ``g = u · Ĵ_θ(α)``, a Jacobian network with JacNet's structures (linear in
+  ``u``: the scale-correct surrogate for nonlinear maps);
 * ``loglinexp``: ``g = R · Re exp(W Log z)``, ``z = [u, α]``: units are signed generalised
   monomials ``Π_j |z_j|^{W_hj} · cos(π Σ_j W_hj [z_j < 0])`` (the real part of the complex
   power, so integer exponents give exact signed monomials) followed by a linear readout ``R``.
@@ -32,7 +35,7 @@ from torch import Tensor, nn
 
 from ..registry import check_number, lookup
 
-__all__ = ["SURROGATES", "LogLinExp", "MLPSurrogate", "Structured", "Surrogate",
+__all__ = ["SURROGATES", "JacobianNet", "LogLinExp", "MLPSurrogate", "Structured", "Surrogate",
            "make_surrogate"]
 
 
@@ -182,8 +185,57 @@ class LogLinExp(Surrogate):
             self.R.mul_(s)
 
 
+class JacobianNet(Surrogate):
+    """``g(u, α) = u · Ĵ_θ(α)``: linear in the cotangent, so exact at every cotangent scale.
+
+    ``Ĵ_θ(α) = structure(MLP(α))`` (o, i) with a :mod:`gradsurrogate.jacnet.structures`
+    structure (``none``, ``lipschitz``, ...), the same priors JacNet uses; the MLP has ``depth``
+    tanh hidden layers of ``width``; ``initial_messup`` scales its last layer.
+    """
+
+    name: ClassVar[str] = "jacnet"
+
+    def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None, width: int = 64, depth: int = 2,
+                 structure: str = "none", **structure_opts: Any) -> None:
+        from ..jacnet.structures import get_structure
+
+        super().__init__(dim_in, dim_out)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        generator = generator or torch.Generator().manual_seed(0)
+        self.structure = get_structure(structure, dim_in, dim_out, **structure_opts)
+        sizes = [dim_in] + [width] * depth + [self.structure.n_raw]
+        layers: list[nn.Module] = []
+        for n, (a, b) in enumerate(itertools.pairwise(sizes)):
+            lin = nn.Linear(a, b, dtype=dtype, device=device)
+            scale = (initial_messup if n == len(sizes) - 2 else 1.0) / math.sqrt(a)
+            with torch.no_grad():
+                lin.weight.copy_(scale * _randn((b, a), generator, dtype, device))
+                lin.bias.zero_()
+            layers += [lin, nn.Tanh()]
+        self.net = nn.Sequential(*layers[:-1])
+
+    def jacobian(self, alpha: Tensor) -> Tensor:
+        lead = alpha.shape[:-1]
+        J = self.structure(self.net, alpha.reshape(-1, self.dim_in))
+        return J.reshape(*lead, self.dim_out, self.dim_in)
+
+    def forward(self, u: Tensor, alpha: Tensor) -> Tensor:
+        J = self.jacobian(alpha)  # (*a, o, i)
+        return (u[..., None, :] @ J)[..., 0, :]
+
+    def rescale_(self, s: float) -> None:
+        if self.structure.name != "none" or getattr(self.structure, "bound", None) is not None:
+            raise NotImplementedError(f"structure {self.structure.name!r} is not linear in its "
+                                      "raw output: no scale fix")
+        with torch.no_grad():
+            for p in self.net[-1].parameters():
+                p.mul_(s)
+
+
 SURROGATES: dict[str, type[Surrogate]] = {c.name: c for c in (Structured, MLPSurrogate,
-                                                                LogLinExp)}
+                                                                LogLinExp, JacobianNet)}
 
 
 def make_surrogate(name: str, dim_in: int, dim_out: int, initial_messup: float = 1.0,

@@ -20,7 +20,7 @@ from ..runs import run_id
 from ..tasks import TASK_FIELDS, TASKS, Task, get_task
 from .data import check_data_params
 
-__all__ = ["OPTIMIZERS", "SUB_SEEDS", "XorConfig", "is_dfa"]
+__all__ = ["OPTIMIZERS", "SUB_SEEDS", "XorConfig", "is_dfa", "is_model_spec"]
 
 #: per-stream seeds; each defaults to ``seed``
 SUB_SEEDS: tuple[str, ...] = ("data_seed", "init_seed", "noise_seed")
@@ -31,10 +31,17 @@ def is_dfa(spec: object) -> bool:
     return isinstance(spec, str) and spec.strip().lower().partition(":")[0].strip() == "dfa"
 
 
+def is_model_spec(spec: object) -> bool:
+    """True for the model-level specs: ``dfa[...]`` and ``learned`` (every Linear's feedback
+    matrix restored online from probes of its forward, :mod:`gradsurrogate.restore.online`)."""
+    return is_dfa(spec) or (isinstance(spec, str) and spec.strip().lower() == "learned")
+
+
 @dataclasses.dataclass(frozen=True)
 class XorConfig:
     """Every setting of one run. ``spec`` holds the backward modes as a spec string (or
-    ``dfa[:INIT][:SCALE]``: direct feedback alignment, :mod:`gradsurrogate.dfa`); ``task``
+    ``dfa[:INIT][:SCALE]``: direct feedback alignment, :mod:`gradsurrogate.dfa`; ``learned``:
+    feedback restored online, :class:`gradsurrogate.restore.online.OnlineRestorer`); ``task``
     names the data set and model (:data:`gradsurrogate.tasks.TASKS`; default ``xor``).
 
     Fields left ``None`` (depth, width, steps, lr, batch_size, n_train, n_test, eval_every,
@@ -95,6 +102,9 @@ class XorConfig:
 
             object.__setattr__(self, "spec", str(DFASpec.parse(self.spec)))
             return
+        if is_model_spec(self.spec):
+            object.__setattr__(self, "spec", "learned")
+            return
         spec = self.backward_spec()
         for target, mode in spec.modes().items():
             if isinstance(mode, Learned):
@@ -119,7 +129,12 @@ class XorConfig:
 
     def backward_spec(self) -> BackwardSpec:
         """The per-layer spec (exact for DFA, whose model-level hook replaces grad_input)."""
-        return BackwardSpec() if self.dfa else BackwardSpec.parse(self.spec)
+        return BackwardSpec() if self.model_level else BackwardSpec.parse(self.spec)
+
+    @property
+    def model_level(self) -> bool:
+        """True for ``dfa[...]`` and ``learned`` (model-level specs; runs are not stacked)."""
+        return is_model_spec(self.spec)
 
     @property
     def dfa(self) -> bool:
@@ -138,7 +153,7 @@ class XorConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every setting plus the spec's per-target modes (flat, W&B-config friendly)."""
         out = dataclasses.asdict(self)
-        if not self.dfa:
+        if not self.model_level:
             out.update(self.backward_spec().to_dict())
         return out
 
@@ -190,4 +205,4 @@ class XorConfig:
         feedback = str(weight) if isinstance(weight, FeedbackMode) else None
         return (self.task, self.depth, self.width, self.steps, self.optimizer,
                 self.batch_size, self.n_train, self.n_test, self.eval_every, self.diag_every,
-                "dfa" if self.dfa else feedback)
+                self.spec if self.model_level else feedback)

@@ -23,7 +23,7 @@ from ..registry import check_choice, check_int, check_number
 from ..runs import RunStore
 from ..tasks import FA_FAMILY, get_task
 from ..tracking import Tracker
-from .config import SUB_SEEDS, XorConfig, is_dfa
+from .config import SUB_SEEDS, XorConfig, is_model_spec
 from .results import finished_ids, read_results, write_run
 from .train import run_xor
 from .vectorised import run_ensemble
@@ -50,15 +50,20 @@ def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
 
 def feedback_spec(entry: str) -> str:
     """A feedback-axis entry as a spec string: a bare weight mode (``fa``, ``random:0.5``)
-    means ``weight=MODE``; ``dfa[:...]`` and full spec strings are kept (validated)."""
+    means ``weight=MODE``; ``dfa[:...]``, ``learned`` and full spec strings are kept
+    (validated)."""
     if not isinstance(entry, str) or not entry.strip():
         raise ValueError(f"a feedback entry must be a spec string; got {entry!r}")
     text = entry.strip()
-    if is_dfa(text):
+    if is_model_spec(text):
         return XorConfig(spec=text).spec
     if "=" not in text and text.lower() != "exact":
         text = f"weight={text}"
-    return str(BackwardSpec.parse(text))
+    try:
+        return str(BackwardSpec.parse(text))
+    except ValueError as err:
+        raise ValueError(f"bad feedback entry {entry!r} (a weight mode, a spec or "
+                         f"dfa[:INIT][:SCALE]): {err}") from None
 
 
 def default_feedback(task: str = "xor") -> tuple[str, ...]:
@@ -246,8 +251,9 @@ def _run_grid(configs: Sequence[XorConfig], store: RunStore, max_group: int, vec
 
 
 def can_vectorise(config: XorConfig) -> bool:
-    """Runs of MLP tasks stack into ensembles; other architectures and DFA run one by one."""
-    return get_task(config.task).vectorised and not config.dfa
+    """Runs of MLP tasks stack into ensembles; other architectures, DFA and learned feedback
+    run one by one."""
+    return get_task(config.task).vectorised and not config.model_level
 
 
 TABLE_COLUMNS = ["run_id", "spec", "depth", "seed", "lr", "final_test_acc", "final_test_loss",

@@ -152,6 +152,8 @@ def observations(rows: Sequence[dict[str, Any]], chance: float | None
         cells[d] = (f"holds ({', '.join(signs)}; {_cell(e)})" if signs
                     else f"does not hold ({_cell(e)} vs {_cell(e0)} at depth {base})")
     out.append(("depth makes training unstable (exact)", cells))
+    out.append(("unstable cells (any spec)", {
+        d: f"{sum(r['unstable'] for r in by_depth[d])} of {len(by_depth[d])}" for d in depths}))
     return out
 
 

@@ -8,7 +8,9 @@ tasks of the benchmark; records without a ``task`` in their config are ``xor``).
 bars, one row per depth) and ``summary_TASK.png`` (the headline cells and the feedback family),
 plus ``curves.png`` and ``boundaries.png`` (a few configs of one task). Cells are means over
 seeds ± the half-width of the Student-t 95% CI (:mod:`gradsurrogate.stats`); † marks an unstable
-cell (seed std > :data:`gradsurrogate.stats.UNSTABLE_STD`).
+cell (seed std > :data:`gradsurrogate.stats.UNSTABLE_STD`). Per task the Markdown holds the key
+table, the verdicts on the reference's observations and the feedback ranking
+(:mod:`.headline`), then one table per depth and the list of every configuration.
 """
 
 from __future__ import annotations
@@ -244,7 +246,7 @@ def _task_lines(task: str, rows: list[dict[str, Any]], figures: Path | None,
                       key=lambda m: (m[0], -1 if m[1] is None else m[1]))
         targets = list(dict.fromkeys(r["target"] for r in sub))
         lines += [f"### Depth {depth}: final test accuracy (mean ± 95% CI, n = {n_common} "
-                  "seeds)", ""]
+                  f"seed{'' if n_common == 1 else 's'})", ""]
         exact = [r for r in sub if r["target"] == "exact"]
         if exact:
             e = exact[0]

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..diagnostics import record_gradients
 from ..tasks import get_task
 from .config import XorConfig
-from .data import XorData, generator
+from .data import XorData, derive_seed, generator
 from .record import (
     CURVE_KEYS,
     boundary_grid,
@@ -72,6 +72,11 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
         from ..dfa import dfa
 
         dfa(model, config.spec, generator=noise)
+    restorer = None
+    if config.spec == "learned":  # every Linear's feedback B restored online from probes
+        from ..restore.online import OnlineRestorer
+
+        restorer = OnlineRestorer(model, seed=derive_seed(config.noise_seed, "noise"))
     opt: torch.optim.Optimizer
     if config.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -106,6 +111,8 @@ def run_xor(config: XorConfig, device: torch.device | str | None = None,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if restorer is not None:
+            restorer.step()
         if diag:
             curves["diag"].append(diag_step(rec, step))
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:

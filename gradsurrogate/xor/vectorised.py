@@ -123,9 +123,9 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
     device = torch.device(device or "cpu")
     c0, e = configs[0], len(configs)
     task = get_task(c0.task)
-    if any(c.dfa for c in configs):
-        raise ValueError("DFA runs cannot be vectorised (a model-level hook); run them one by "
-                         "one (run_grid does)")
+    if any(c.model_level for c in configs):
+        raise ValueError("DFA and learned-feedback runs cannot be vectorised (model-level "
+                         "hooks); run them one by one (run_grid does)")
     if not task.vectorised:
         raise ValueError(f"task {task.name!r} cannot be vectorised (only MLP tasks: "
                          f"{', '.join(n for n, t in TASKS.items() if t.vectorised)}); run its "
