@@ -11,8 +11,7 @@ would otherwise write for feedback alignment (backward ``grad_output @ B``) on t
 ``--model linear`` (default), setting of issue 3: batch 512, 1024 -> 1024, float32, 2 threads.
 Each row is the median over interleaved repeats of (surrogate time / nn.Linear time)
 measured in the same run, and the bytes the layer saves for backward beyond what nn.Linear
-saves. Targets: exact <= 1.10x,
-sign/flip/blend <= 1.5x, exact saves nothing extra.
+saves. Targets: exact <= 1.10x, sign/flip/blend <= 1.5x, exact saves nothing extra.
 
 ``--ensemble E`` times ``EnsembleSurrogateLinear`` (E members, the XOR grid's small layers by
 default: batch 64, 16 -> 16) against the plain batched ``baddbmm`` autograd layer instead.
@@ -20,6 +19,9 @@ default: batch 64, 16 -> 16) against the plain batched ``baddbmm`` autograd laye
     python benchmarks/layers.py [--repeats 30] [--threads 2] [--ensemble 32 --features 16]
     python benchmarks/layers.py --model resnet18 [--batch 16 --size 64] [--repeats 15]
     python benchmarks/layers.py --model transformer [--batch 16 --seq 64] [--repeats 15]
+
+On a shared, oversubscribed machine pass ``--threads 1``: with 2 threads OpenMP's spin-waits
+made one unconverted ResNet step 10x slower and the ratios meaningless.
 """
 
 from __future__ import annotations
@@ -223,6 +225,9 @@ def model_main(args: argparse.Namespace) -> None:
     def step(model: nn.Module):
         return lambda _x: F.cross_entropy(model(*data), target)
 
+    if args.only:
+        keep = {k.strip() for k in args.only.split(",")}
+        candidates = {k: m for k, m in candidates.items() if k in keep}
     load0 = os.getloadavg()[0]
     fns = {k: step(m) for k, m in candidates.items()}
     ref = step(base)
@@ -255,6 +260,8 @@ def main() -> None:
     ap.add_argument("--model", choices=("linear", "resnet18", "transformer"), default="linear")
     ap.add_argument("--size", type=int, default=64, help="resnet18 input side (default 64)")
     ap.add_argument("--seq", type=int, default=64, help="transformer sequence length")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated row labels to time (e.g. 'fa,biotorch-style FA')")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=None,

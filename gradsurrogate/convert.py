@@ -178,6 +178,19 @@ def _matches(name: str, include: Include) -> bool:
     return any(fnmatch.fnmatchcase(p, pat) for p in prefixes for pat in patterns)
 
 
+def _parts_matched(module: nn.Module, name: str, include: Include) -> list[str]:
+    """Names of the layers inside ``module`` (named ``name``) that ``include`` matches (a
+    registered type, e.g. the ``out_proj`` of an attention module)."""
+    if include is None or not name:
+        return []
+    subs = [n for n, m in module.named_modules(prefix=name, remove_duplicate=False)
+            if m is not module and factory_for(m) is not None]
+    if callable(include):
+        return [n for n in subs if include(n)]
+    patterns = [include] if isinstance(include, str) else list(include)
+    return [n for n in subs if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+
+
 def _check_include(model: nn.Module, include: Include) -> None:
     """``ValueError`` naming an ``include`` pattern (or predicate) that matches no module."""
     if include is None:
@@ -224,6 +237,11 @@ def convert_with_report(
             walk(module, name)
             return None
         if not _matches(name, include):  # a layer's factory owns all its weights: no descent
+            parts = _parts_matched(module, name, include)
+            if parts:  # e.g. include="*.out_proj" inside an nn.MultiheadAttention
+                report.skipped[name] = (
+                    f"{type(module).__name__} converts as one layer and include matches only "
+                    f"its part(s) {', '.join(parts)}: include {name!r} to convert it")
             return None
         layer_spec = spec(name, module) if callable(spec) else spec
         if layer_spec is None:
@@ -269,13 +287,15 @@ def convert(
     and every type added with :func:`register_surrogate`. ``spec``: a :class:`BackwardSpec`,
     its string or dict form, or ``f(name, module)`` returning one (or ``None`` to keep that
     layer). ``include``: glob pattern(s) on qualified names (``"layers.0"``, ``"encoder.*"``)
-    or a predicate; one that matches no module is a ``ValueError``. Weights are shared, not
-    copied, so devices, dtypes and optimizer references survive; a module used at two places
-    is converted once and stays shared. Layers with parameters that stay unchanged are
-    reported in one warning: ``on_skip="summary"`` (count per type), ``"list"`` (every name
-    and reason) or ``"ignore"``. ``generator`` (int seed or generator) is shared by every
-    converted layer; converting a converted layer sets its new spec and, given a generator,
-    redraws its fixed state. Returns the model (a new module when ``model`` is a bare layer).
+    or a predicate; one that matches no module is a ``ValueError``, one that matches only a part
+    of a layer converted as a whole (``*.out_proj`` of an attention) reports it skipped.
+    Weights are shared, not copied, so devices, dtypes and optimizer references survive; a
+    module used at two places is converted once and stays shared. Layers with parameters that
+    stay unchanged are reported in one warning: ``on_skip="summary"`` (count per type),
+    ``"list"`` (every name and reason) or ``"ignore"``. ``generator`` (int seed or generator)
+    is shared by every converted layer; converting a converted layer sets its new spec and,
+    given a generator, redraws its fixed state. Returns the model (a new module when
+    ``model`` is a bare layer).
     """
     check_choice(on_skip, ON_SKIP, "on_skip")
     model, report = convert_with_report(model, spec, include, generator)

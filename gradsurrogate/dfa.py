@@ -12,6 +12,8 @@ layer gets the true ``e`` as its ``grad_output``. Weight and bias gradients stay
 the ``grad_output`` a layer receives (a layer that already was a surrogate keeps its other
 targets, e.g. ``grad_weight=flip:0.1``); the forward is unchanged. The first layer's
 ``grad_input`` is only formed (and its ``B`` only drawn) when its input needs a gradient.
+Other modules (``nn.MultiheadAttention`` included) keep their backward; ``handle.report``
+lists them under ``skipped`` with the reason.
 
 Scale (biotorch's convention, on ``B_l`` viewed as a (k, d) matrix with ``d = prod(in_l)``):
 ``kaiming`` (default) draws ``torch.nn.init.kaiming_uniform_(a=√5)``, i.e. ``U(±1/√d)``;
@@ -129,15 +131,19 @@ class DirectFeedbackAlignment:
         gen = make_generator(generator, first.device if first is not None else "cpu")
         self.error: Tensor | None = None
         names: list[str] = []
+        others: dict[str, str] = {}
 
         def layer_spec(name: str, module: nn.Module) -> BackwardSpec | None:
-            if not _is_layer(module):
+            if not _is_layer(module):  # e.g. nn.MultiheadAttention: reported, left as it is
+                others[name] = (f"{type(module).__name__} is not a single nn.Linear / nn.Conv "
+                                f"layer: dfa leaves its backward as it is (exact)")
                 return None
             names.append(name)
             # a surrogate keeps its spec (and state); grad_input is bound to B_l below
             return module.spec if isinstance(module, SurrogateMixin) else BackwardSpec()
 
         model, self.report = convert_with_report(model, layer_spec, include, None)
+        self.report.skipped.update(others)
         modules = dict(model.named_modules())
         self.layers: dict[str, nn.Module] = {n: modules[n] for n in names if n in modules}
         if not self.layers:

@@ -23,10 +23,11 @@ Ensemble layers give one value per member (a list). Usage::
     rec.summary()   # {"layer/target": {metric: mean over calls}}, strict-JSON ready
     rec.angles()    # {layer: angle between used and true grad_input, degrees}
 
-Activation checkpointing (``torch.utils.checkpoint``, reentrant or not) is supported: a layer
-that ran inside the block is recomputed with its recorder bound, even when the backward runs
-after the block. :func:`feedback_alignment` gives the standard feedback-alignment diagnostic,
-the angle between each layer's feedback matrix ``B`` and its weight ``W``.
+Activation checkpointing (``torch.utils.checkpoint``, reentrant or not) is supported: the
+layers of a block that ran a forward are recomputed with their recorders bound, even when the
+backward runs after the block (until the next ordinary forward of one of them).
+:func:`feedback_alignment` gives the standard feedback-alignment diagnostic, the angle between
+each layer's feedback matrix ``B`` and its weight ``W``.
 """
 
 from __future__ import annotations

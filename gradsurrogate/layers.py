@@ -71,6 +71,23 @@ def _fork(gen: torch.Generator, k: int) -> torch.Generator:
                                                           % 2**63)
 
 
+def _state_generator(gen: Generators) -> Generators:
+    """The generator a fixed state (feedback matrix) is drawn from: a new one seeded by one draw
+    of ``gen`` (which advances it), per member for a sequence; ``None`` stays ``None``.
+
+    Drawing the state straight from ``gen`` repeats the weights: ``torch.manual_seed(0)`` then
+    ``SurrogateLinear(..., spec="weight=fa", generator=0)`` (or a bias-free CNN converted with
+    ``generator=0``) drew ``B`` from the very stream the weights came from, so ``B = W`` and
+    feedback alignment was backprop. The derived stream is unrelated to ``gen``'s own.
+    """
+    if gen is None:
+        return None
+    if isinstance(gen, torch.Generator):
+        seed = int(torch.randint(0, 2**62, (), generator=gen, device=gen.device))
+        return torch.Generator(device=gen.device).manual_seed(seed)
+    return [_state_generator(g) for g in gen]
+
+
 class SurrogateMixin(nn.Module):
     """Shared state of surrogate layers: ``spec``, ``generator``, fixed ``feedback``, recorder.
 
@@ -140,10 +157,12 @@ class SurrogateMixin(nn.Module):
             self.redraw()
 
     def redraw(self) -> None:
-        """Draw a fresh fixed state (feedback matrix) for the current spec from ``generator``."""
+        """Draw a fresh fixed state (feedback matrix) for the current spec from a stream seeded
+        by one draw of ``generator`` (:func:`_state_generator`; ``None``: the global RNG)."""
         mode = self._spec.weight
         if isinstance(mode, FeedbackMode):
-            state = mode.init_state(self.weight.detach(), self.generator, self.is_ensemble)
+            state = mode.init_state(self.weight.detach(), _state_generator(self.generator),
+                                    self.is_ensemble)
             self.feedback = None if state is None else state.to(self.weight.dtype)
 
     # --- state_dict: feedback compat and generator state -------------------------------------

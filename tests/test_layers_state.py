@@ -9,6 +9,7 @@ from torch import nn
 
 import gradsurrogate as gs
 from gradsurrogate.backward import MODES, FeedbackMode
+from gradsurrogate.layers import _state_generator
 
 
 def _mlp(spec, generator=0, seed=0):
@@ -81,8 +82,8 @@ def test_reconversion_redraws_and_exact_backward_does_not():
     gs.convert(model, "weight=random", generator=1)  # new generator: redrawn from it
     fb1 = model[0].feedback.clone()
     assert not torch.equal(fb1, fb0)
-    assert torch.equal(fb1, gs.RandomFeedback().draw(model[0].weight,
-                                                     torch.Generator().manual_seed(1)))
+    sub = _state_generator(torch.Generator().manual_seed(1))  # a stream seeded by one draw
+    assert torch.equal(fb1, gs.RandomFeedback().draw(model[0].weight, sub))
     gs.convert(model, "weight=random:2")  # new weight mode: redrawn
     assert not torch.equal(model[0].feedback, fb1)
     fb2 = model[0].feedback.clone()
@@ -101,6 +102,21 @@ def test_no_global_rng_draw_when_a_generator_is_given():
     gs.convert(model, "weight=random,grad_input=flip:0.5,input=flip:0.2", generator=0)
     model(x).sum().backward()
     assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("mode", ["random", "fa", "frsf"])
+def test_feedback_is_not_the_weight_when_seeds_agree(mode):
+    """``torch.manual_seed(s)`` + ``generator=s``: the weights and the feedback state used to
+    come from the same stream (``B = W``: feedback alignment was backprop) for one layer and for
+    every bias-free conv of a converted CNN. The state is drawn from a derived stream."""
+    torch.manual_seed(0)
+    layer = gs.SurrogateLinear(5, 3, spec=f"weight={mode}", generator=0)
+    torch.manual_seed(0)
+    cnn = gs.convert(nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.Conv2d(3, 3, 3, bias=False)),
+                     f"weight={mode}", generator=0)
+    for m in (layer, cnn[0], cnn[1]):
+        assert not torch.allclose(m.feedback.abs(), m.weight.detach().abs())
+    assert not torch.equal(cnn[0].feedback[:, :2].abs(), cnn[1].feedback[:, :2].abs())
 
 
 def test_deepcopy_forks_the_generator():

@@ -182,9 +182,9 @@ def test_multi_task_report_has_a_section_figures_and_ranking_per_task(tmp_path):
     assert "## Task: xor" in text and "## Task: mnist1d-mlp" in text
     assert "chance 0.1" in text
     # usf [0.60, 0.66] overlaps exact [0.62, 0.66]: tied at rank 1; fa then dfa strictly below
-    assert "| 1 | exact | 0.640 ± 0.020 | 5 | usf |" in text
-    assert "| 3 | fa | 0.510 ± 0.020 | 5 | – |" in text
-    assert "| 4 | dfa | 0.400 ± 0.020 | 5 | – |" in text
+    assert "| 2 | 1 | exact | 0.640 ± 0.020 | 5 | usf |" in text
+    assert "| 2 | 3 | fa | 0.510 ± 0.020 | 5 | – |" in text
+    assert "| 2 | 4 | dfa | 0.400 ± 0.020 | 5 | – |" in text
     for name in ("acc_vs_p.png", "acc_vs_p_mnist1d-mlp.png", "summary_mnist1d-mlp.png"):
         assert (out / "figures" / name).exists()
     keys = [r["key"] for r in json.loads((out / "summary.json").read_text())["rows"]]

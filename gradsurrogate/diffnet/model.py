@@ -26,7 +26,10 @@ over the input), and every result stays differentiable w.r.t. the weights:
 
 Shapes (einsum letters: ``e`` ensemble, ``n`` batch, ``o`` out, ``i`` in): parameters are
 stored with a leading ensemble axis, ``W_l`` (E, o, i), ``b_l`` (E, o); E = 1 when the model
-is built without ``ensemble``.
+is built without ``ensemble``, and then every pass runs on plain 2-D tensors (``F.linear`` /
+``matmul`` on the views ``W_l[0]``, no E axis, no copies), so a single network costs what
+an ``nn.Sequential`` of ``nn.Linear`` layers costs. Without autograd (``torch.no_grad()``)
+the passes multiply fresh products in place.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from ..runs import RESULTS, RunStore, read_part
 from .config import RestoreConfig
 from .problems import load_function
 from .report import REPORT, write_report
-from .run import PART, PROJECT, describe, run_restore, run_restores
+from .run import PART, PROJECT, run_restore, run_restores
 
 __all__ = ["build_parser", "main", "parse_config", "report_main", "run_sweep"]
 
@@ -69,7 +69,6 @@ def _body(argv: list[str]) -> int:
         record = run_restore(cfg, store, restart=args.restart, wandb=args.wandb,
                              project=args.wandb_project, figures=args.figures)
         write_report(store)
-    print(describe(record))
     if record.get("diverged"):
         step = record.get("diverged_step")
         print(f"gradsurrogate restore: run {record['run_id']} diverged: non-finite loss or "

@@ -151,6 +151,10 @@ def compare_sources(old: str | Path, new: str | Path, old_std_n: int | None = No
     a, b = load_table(old, old_std_n), load_table(new)
     md_a, md_b = "section" in (a[0] if a else {}), "section" in (b[0] if b else {})
     if md_a != md_b:
+        folder = Path(new if md_a else old)
+        if not (folder / "results.jsonl").exists():
+            raise ValueError(f"to compare a Markdown table with {str(folder)!r}, pass the "
+                             "results folder (its report tables are rendered and matched)")
         if md_a:
             b = _as_markdown_rows(new)
         else:

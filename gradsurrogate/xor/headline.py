@@ -213,11 +213,11 @@ def headline_lines(task: str, rows: Sequence[dict[str, Any]], chance: float | No
             continue
         lines += [f"Feedback family at depth {d} (rank = 1 + methods with a CI entirely above; "
                   "overlapping intervals tie):", "",
-                  "| rank | method | test acc (mean ± 95% CI) | n | tied with |",
-                  "|---|---|---|---|---|"]
+                  "| depth | rank | method | test acc (mean ± 95% CI) | n | tied with |",
+                  "|---|---|---|---|---|---|"]
         for x in ranked:
-            lines.append(f"| {x['rank']} | {x['method']} | {_cell(x['row'])} | {x['row']['n']} "
-                         f"| {', '.join(x['ties']) or '–'} |")
+            lines.append(f"| {d} | {x['rank']} | {x['method']} | {_cell(x['row'])} | "
+                         f"{x['row']['n']} | {', '.join(x['ties']) or '–'} |")
         lines.append("")
     return lines
 

@@ -40,10 +40,11 @@ from .record import (
     loss_and_accuracy,
 )
 
-__all__ = ["EVAL_ROWS", "run_ensemble"]
+__all__ = ["EVAL_ELEMENTS", "run_ensemble"]
 
-#: evaluation sets larger than this are evaluated in blocks of rows (bounded memory)
-EVAL_ROWS = 2048
+#: evaluation runs in blocks of rows whose activations (e, rows, width) hold about this many
+#: floats (8 MB: cache-friendly; one (e, n, width) pass over large sets is memory-bound)
+EVAL_ELEMENTS = 1 << 21
 
 
 def _stack_data(configs: Sequence[XorConfig], dtype: torch.dtype, device: torch.device
@@ -143,12 +144,15 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
     diags: list[list[dict[str, Any]]] = [[] for _ in range(e)]
     diverged_at = [None] * e
 
+    # rows per evaluation block: activations (e, rows, width) of about EVAL_ELEMENTS floats
+    rows = max(1, EVAL_ELEMENTS // (e * max(c0.width, train.x.shape[-1])))
+
     def evaluate(data: XorData) -> tuple[Tensor, Tensor]:
         y = data.y.expand(e, -1) if data.y.dim() == 1 else data.y
-        if data.x.shape[-2] <= EVAL_ROWS:
+        if data.x.shape[-2] <= rows:
             return loss_and_accuracy(model(data.x), y)
-        logits = torch.cat([model(data.x[..., k:k + EVAL_ROWS, :])
-                            for k in range(0, data.x.shape[-2], EVAL_ROWS)], -2)
+        logits = torch.cat([model(data.x[..., k:k + rows, :])
+                            for k in range(0, data.x.shape[-2], rows)], -2)
         return loss_and_accuracy(logits, y)
 
     def log_eval(step: int) -> None:
