@@ -96,8 +96,8 @@ def run(method: str, seed: int, args: argparse.Namespace) -> dict:
         if record:
             with torch.no_grad():
                 acc = (model(test.x).argmax(-1) == test.y).float().mean().item()
-            cos = {layer: m["cosine"] for (layer, target), m in rec.summary().items()
-                   if target == "grad_input"}
+            cos = {key.rsplit("/", 1)[0]: m["cosine"] for key, m in rec.summary().items()
+                   if key.endswith("/grad_input")}
             entry = {"step": step, "loss": loss.item(), "test_acc": acc, "grad_input_cos": cos}
             if restorer is not None:
                 entry["B_cos"] = {k: v["cosine"] for k, v in restorer.metrics().items()}

@@ -31,28 +31,31 @@ from .diagnostics import (
     METRICS,
     GradientRecorder,
     end_to_end_fidelity,
+    feedback_alignment,
     gradient_metrics,
     record_gradients,
 )
 from .ensemble import EnsembleOptimizer, make_ensemble_optimizer
 from .functional import surrogate_conv, surrogate_conv2d, surrogate_linear
 from .layers import (
-    SURROGATES,
-    ConversionReport,
     EnsembleSurrogateLinear,
     SurrogateConv1d,
     SurrogateConv2d,
     SurrogateConv3d,
     SurrogateLinear,
     SurrogateMixin,
+)
+
+# isort: split
+from .attention import SurrogateMultiheadAttention  # registers nn.MultiheadAttention with convert
+from .convert import (  # after .layers, which re-exports these names
+    SURROGATES,
+    ConversionReport,
     convert,
     convert_with_report,
     exact_backward,
     register_surrogate,
 )
-
-# isort: split
-from .attention import SurrogateMultiheadAttention  # registers nn.MultiheadAttention with convert
 from .dfa import DFASpec, DirectFeedbackAlignment, dfa  # builds on .layers
 
 __version__ = "0.1.0"
@@ -93,6 +96,7 @@ __all__ = [
     "dfa",
     "end_to_end_fidelity",
     "exact_backward",
+    "feedback_alignment",
     "gradient_metrics",
     "make_ensemble_optimizer",
     "make_mode",

@@ -84,6 +84,11 @@ def _refusal(module: nn.Module, base: type[nn.Module], methods: Sequence[str]) -
                 "torch.nn.utils.parametrizations.weight_norm, which convert supports)"
                 if "WeightNorm" in hooks else "")
         return f"{kind}.weight is not a parameter but set by {how}{hint}"
+    own = {*module._parameters, *module._buffers, *module._modules}
+    extra = sorted(own - {"weight", "bias", "parametrizations"})
+    if extra:  # the surrogate keeps weight and bias only: the rest would vanish from state_dict
+        return (f"{kind} subclasses nn.{base.__name__} and adds {', '.join(extra)}, which a "
+                f"surrogate would drop; register a surrogate for it with register_surrogate")
     return None
 
 

@@ -56,7 +56,7 @@ def run_demo(specs: Sequence[str] = DEFAULT_SPECS, steps: int = 300, seed: int =
         with record_gradients(model) as rec:
             loss0 = loss_fn()
         loss0.backward()
-        local = rec.summary()[("2", "grad_input")]
+        local = rec.summary()["2/grad_input"]
         for _ in range(steps):
             opt.zero_grad()
             loss = nn.functional.mse_loss(model(x), y)

@@ -148,6 +148,8 @@ class Plan:
 def _backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
     """The backward of ``plan.spec``; operands are brought to ``g``'s dtype (autocast, or a
     float32 feedback matrix of a half-precision layer)."""
+    if g is None:  # nothing flows into this layer (e.g. grad_input=none above): no gradients
+        return None, None, None, None, None
     x, w, feedback = ctx.saved_tensors
     plan: Plan = ctx.plan
     spec, gen, ens, op = plan.spec, plan.generator, plan.ensemble, plan.op
@@ -205,6 +207,7 @@ class CompilableSurrogateFunction(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         x, weight, _bias, feedback, plan = inputs
         ctx.plan = plan
+        ctx.set_materialize_grads(False)  # an undefined grad_output stays None (see _backward)
         ctx.x_shape = x.shape
         ctx.w_shape = weight.shape
         ctx.save_for_backward(x, weight, feedback)

@@ -27,19 +27,13 @@ from .functional import Recorder, surrogate_linear
 from .registry import check_int
 
 __all__ = [
-    "SURROGATES",
-    "ConversionReport",
     "EnsembleSurrogateLinear",
     "SurrogateConv1d",
     "SurrogateConv2d",
     "SurrogateConv3d",
     "SurrogateLinear",
     "SurrogateMixin",
-    "convert",
-    "convert_with_report",
-    "exact_backward",
     "make_generator",
-    "register_surrogate",
 ]
 
 SpecLike = BackwardSpec | str | dict
@@ -330,8 +324,9 @@ class EnsembleSurrogateLinear(SurrogateMixin):
                 f"out_features={self.out_features}, bias={self.bias is not None}, spec={self.spec}")
 
 
-# convert and the registry moved to .convert; importable from here as before.
-from .convert import (  # noqa: E402
+# convert and the registry moved to .convert; still importable from here (not re-listed in
+# __all__: .convert owns them).
+from .convert import (  # noqa: E402, F401
     SURROGATES,
     ConversionReport,
     convert,

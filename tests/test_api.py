@@ -8,7 +8,9 @@ import gradsurrogate as gs
 
 CORE = ["gradsurrogate.backward", "gradsurrogate.backward.modes", "gradsurrogate.backward.spec",
         "gradsurrogate.backward.draws", "gradsurrogate.backward.stack",
-        "gradsurrogate.functional", "gradsurrogate.layers", "gradsurrogate.diagnostics",
+        "gradsurrogate.backward.feedback", "gradsurrogate.functional", "gradsurrogate.layers",
+        "gradsurrogate.convert", "gradsurrogate.attention", "gradsurrogate.dfa",
+        "gradsurrogate.diagnostics",
         "gradsurrogate.ensemble", "gradsurrogate.registry"]
 
 

@@ -4,6 +4,7 @@ rows and the record line."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -114,8 +115,18 @@ def build_record(config: XorConfig, curves: dict[str, Any], diverged_step: int |
         "grad_diagnostics": diag_means(curves["diag"]),
         "seconds": seconds,
         "vectorised": vectorised,
+        "env": _environment(),
     }
     return record, {"run_id": config.run_id, **curves}
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> dict[str, Any]:
+    """Machine and versions (:func:`~gradsurrogate.xor.results.environment`), once per
+    process."""
+    from .results import environment
+
+    return environment()
 
 
 def boundary_list(p1: Tensor) -> list[float | None]:
