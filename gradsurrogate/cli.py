@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "the destroy-Jacobian grid of any task (--task; resumable)"),
     "sweep": ("gradsurrogate.sweep:main", "run any part's W&B sweep YAML locally, no server"),
     "report": ("gradsurrogate.cli:report_main", "rebuild the report of any results folder"),
+    "compare": ("gradsurrogate.xor.compare:main",
+                "compare two benchmark tables by overlap of their 95% intervals"),
     "restore": ("gradsurrogate.restore.cli:main", "restore Jacobians from directional derivatives"),
     "jacnet": ("gradsurrogate.jacnet.cli:main", "JacNet experiments (exp, abs, 2-d)"),
     "diffnet": ("gradsurrogate.diffnet.cli:main", "deep differential network experiments"),

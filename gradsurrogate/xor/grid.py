@@ -68,7 +68,7 @@ def feedback_spec(entry: str) -> str:
 
 def default_feedback(task: str = "xor") -> tuple[str, ...]:
     """The feedback axis of ``task``'s default grid: none for XOR (its grid is the destroy
-    experiment), else every registered FA-family weight mode (``random``, ``fa``, ``usf``,
+    experiment), else every registered FA-family weight mode (``fa``, ``usf``,
     ``frsf``, ``brsf``) and ``dfa`` when :mod:`gradsurrogate.dfa` is available."""
     own = get_task(task).grid_feedback
     if own is not None:
