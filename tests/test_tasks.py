@@ -89,7 +89,8 @@ def test_feedback_axis_parses_specs():
     assert feedback_spec("random") == "weight=random"
     assert feedback_spec("weight=random:0.5") == "weight=random:0.5"
     family = default_feedback("mnist1d-mlp")
-    assert family[0] == "weight=random" and default_feedback("xor") == ()
+    assert family[0] == "weight=fa" and "weight=random" not in family  # random = fa
+    assert default_feedback("xor") == ()
     for name in ("fa", "usf", "frsf", "brsf"):
         assert (f"weight={name}" in family) == (name in MODES)
     with pytest.raises(ValueError):
