@@ -77,29 +77,27 @@ class SortTransformer(nn.Module):
         return self.head(self.encoder(self.embed(x) + self.pos))
 
 
-def _convert(model: nn.Module, config: XorConfig, noise: torch.Generator, dtype: torch.dtype,
-             device: torch.device) -> nn.Module:
-    from ..layers import convert
+def _build(cls: type[nn.Module], config: XorConfig, noise: torch.Generator, dtype: torch.dtype,
+           device: torch.device) -> nn.Module:
+    """``cls(depth, width)`` initialised from the config's init seed (the global RNG is left
+    as it was), moved to ``device``/``dtype`` and converted with the config's spec; layers
+    without a surrogate keep the exact backward (not warned about)."""
+    from ..convert import convert
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.init_seed, "init"))
+        model = cls(config.depth, config.width)
     model = model.to(device=device, dtype=dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # layers without a surrogate keep the exact backward
-        return convert(model, config.backward_spec(), generator=noise)
+    return convert(model, config.backward_spec(), generator=noise, on_skip="ignore")
 
 
 def build_cnn(config: XorConfig, noise: torch.Generator, dtype: torch.dtype,
               device: torch.device) -> nn.Module:
     """:class:`Mnist1dCNN` (``depth`` convs of ``width`` channels) with surrogate layers."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.init_seed, "init"))
-        model = Mnist1dCNN(config.depth, config.width)
-    return _convert(model, config, noise, dtype, device)
+    return _build(Mnist1dCNN, config, noise, dtype, device)
 
 
 def build_transformer(config: XorConfig, noise: torch.Generator, dtype: torch.dtype,
                       device: torch.device) -> nn.Module:
     """:class:`SortTransformer` (``depth`` layers of ``width``) with surrogate layers."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.init_seed, "init"))
-        model = SortTransformer(config.depth, config.width)
-    return _convert(model, config, noise, dtype, device)
+    return _build(SortTransformer, config, noise, dtype, device)
