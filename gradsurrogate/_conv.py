@@ -17,7 +17,7 @@ autograd and the forward is bitwise torch's:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ class ConvOp(LayerOp):
     padding: tuple[int, ...] = (0, 0)
     dilation: tuple[int, ...] = (1, 1)
     groups: int = 1
+    fused: ClassVar[bool] = True
 
     @property
     def dim(self) -> int:
@@ -67,6 +68,16 @@ class ConvOp(LayerOp):
 
     def grad_bias(self, g: Tensor, ensemble: bool) -> Tensor:
         return g.sum(dim=(0, *range(2, g.dim())))
+
+    def grads(self, g: Tensor, x: Tensor, w: Tensor, need_bias: bool,
+              ensemble: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """All three from one ``convolution_backward`` (as autograd's own conv backward): the
+        input gradient through ``w``, the weight gradient from ``x`` (it reads only ``w``'s
+        shape), the bias gradient from ``g``."""
+        gi, gw, gb = torch.ops.aten.convolution_backward(
+            g, x, w, [w.shape[0]] if need_bias else None, self.stride, self.padding,
+            self.dilation, False, [0] * self.dim, self.groups, (True, True, need_bias))
+        return gi, gw, gb
 
     def grad_bias_at(self, g: Tensor, x: Tensor, w: Tensor, ensemble: bool) -> Tensor:
         """torch's own bias reduction (``convolution_backward``, bias only): bitwise autograd's."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,9 @@ class LayerOp:
     Perturbations enter only through the ``W`` and ``x`` handed in, and the results.
     """
 
+    #: Whether :meth:`grads` forms all three gradients in one kernel call.
+    fused: ClassVar[bool] = False
+
     def forward(self, x: Tensor, w: Tensor, b: Tensor | None, ensemble: bool) -> Tensor:
         raise NotImplementedError
 
@@ -76,6 +79,12 @@ class LayerOp:
         """``grad_bias`` given the saved operands too (a kernel may need them to match torch's
         own reduction bitwise); defaults to :meth:`grad_bias`."""
         return self.grad_bias(g, ensemble)
+
+    def grads(self, g: Tensor, x: Tensor, w: Tensor, need_bias: bool,
+              ensemble: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(grad_input(g, w), grad_weight(g, x), grad_bias)`` from one kernel call; only for
+        layer types with ``fused = True`` (the others form the three one by one)."""
+        raise NotImplementedError
 
     def jvp(self, x: Tensor, w: Tensor, dx: Tensor | None, dw: Tensor | None,
             db: Tensor | None, ensemble: bool) -> Tensor:
@@ -145,6 +154,16 @@ class Plan:
     ensemble: bool = False
 
 
+def _weight_used(spec: BackwardSpec, w: Tensor, feedback: Tensor | None, gen: Generators,
+                 ens: bool) -> Tensor:
+    """The matrix that stands in for ``W`` in ``grad_input`` (the ``weight`` target's mode)."""
+    if isinstance(spec.weight, FeedbackMode):
+        return spec.weight.matrix(w, feedback, gen, ens)
+    if isinstance(spec.weight, Learned):
+        return spec.weight(w)
+    return spec.weight.apply(w, gen, ens)
+
+
 def _backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
     """The backward of ``plan.spec``; operands are brought to ``g``'s dtype (autocast, or a
     float32 feedback matrix of a half-precision layer)."""
@@ -156,17 +175,26 @@ def _backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     gi = gw = gb = None
 
-    if need_x and not isinstance(spec.grad_input, NoGrad):
+    want_x = need_x and not isinstance(spec.grad_input, NoGrad)
+    want_w = need_w and not isinstance(spec.grad_weight, NoGrad)
+    # One kernel for all three gradients (conv), when that keeps the order of random draws:
+    # the input mode's draw moves before grad_input's, so not both may draw.
+    if (op.fused and want_x and want_w and plan.recorder is None
+            and not isinstance(spec.grad_input, Learned)
+            and not (spec.input.random and spec.grad_input.random)):
+        w_used = _weight_used(spec, w, feedback, gen, ens).to(g.dtype)
+        x_used = spec.input.apply(x, gen, ens).to(g.dtype)
+        gi_raw, gw_raw, gb_raw = op.grads(g, x_used, w_used, need_b, ens)
+        gi = spec.grad_input.apply(gi_raw, gen, ens)
+        gw = spec.grad_weight.apply(gw_raw, gen, ens)
+        gb = spec.grad_weight.apply(gb_raw, gen, ens) if need_b else None
+        return gi, gw, gb, None, None
+
+    if want_x:
         if isinstance(spec.grad_input, Learned):
             gi = spec.grad_input(g, x)
         else:
-            if isinstance(spec.weight, FeedbackMode):
-                w_used = spec.weight.matrix(w, feedback, gen, ens)
-            elif isinstance(spec.weight, Learned):
-                w_used = spec.weight(w)
-            else:
-                w_used = spec.weight.apply(w, gen, ens)
-            w_used = w_used.to(g.dtype)
+            w_used = _weight_used(spec, w, feedback, gen, ens).to(g.dtype)
             gi = spec.grad_input.apply(op.grad_input(g, w_used, ctx.x_shape, ens), gen, ens)
         if plan.recorder is not None:
             plan.recorder("grad_input", gi, op.grad_input(g, w.to(g.dtype), ctx.x_shape, ens),
