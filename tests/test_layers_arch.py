@@ -135,6 +135,36 @@ def test_hypothesis_conv_shapes(dim, stride, padding, dilation, groups, k, mode)
     assert torch.equal(gx, f(gx0)) and torch.equal(gw, f(gw0))  # same kernels: bitwise
 
 
+@pytest.mark.parametrize("spec", [
+    "weight=fa", "weight=brsf", "grad_input=flip:0.3,weight=brsf",
+    "grad_input=sign,grad_weight=flip:0.2", "input=flip:0.1,grad_weight=flip:0.4",
+    "input=flip:0.1,grad_input=flip:0.3,weight=brsf"])
+def test_conv_fused_backward_equals_one_by_one_with_the_same_draws(spec, monkeypatch):
+    # One convolution_backward call for the three gradients gives bitwise the numbers (and the
+    # random draws, in the same order) of forming them one by one.
+    from gradsurrogate._conv import ConvOp
+
+    calls = []
+    grads_fn = ConvOp.grads
+    monkeypatch.setattr(ConvOp, "grads", lambda *a: calls.append(1) or grads_fn(*a))
+
+    def grads(fused: bool):
+        monkeypatch.setattr(ConvOp, "fused", fused)
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, groups=3), nn.Tanh(),
+                            nn.Conv2d(6, 4, 2, stride=2, bias=False), nn.Flatten(2, 3),
+                            nn.Conv1d(4, 2, 3, padding=1, padding_mode="reflect"))
+        model = gs.convert(net, spec, generator=7)
+        x = torch.randn(2, 3, 7, 7, requires_grad=True)
+        model(x).square().sum().backward()
+        return [x.grad] + [p.grad for p in model.parameters()]
+
+    for a, b in zip(grads(True), grads(False), strict=True):
+        assert torch.equal(a, b)
+    # the fused kernel ran, except where both the input and grad_input modes draw
+    assert len(calls) == (0 if spec.startswith("input=flip:0.1,grad_input") else 3)
+
+
 class _OwnForward(nn.Linear):
     def forward(self, x):
         return super().forward(x) * 2
