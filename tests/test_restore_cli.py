@@ -34,6 +34,8 @@ def strict_lines(path: Path) -> list[dict]:
 BAD = [
     (["--loss", "huber"], "unknown loss 'huber'; accepted: mse, cosine"),
     (["--surrogate", "cnn"], "unknown surrogate 'cnn'; accepted: structured, mlp, loglinexp"),
+    (["--schedule", "step"], "unknown schedule 'step'; accepted: constant, cosine"),
+    (["--points", "many"], "points must be"),
     (["--lr", "inf"], "lr must be a finite number in (0, 3.4e+38]; got inf"),
     (["--lr", "nan"], "lr must be a finite number in (0, 3.4e+38]; got nan"),
     (["--lr", "1e300"], "lr must be a finite number in (0, 3.4e+38]; got 1e+300"),
@@ -51,7 +53,7 @@ BAD = [
     (["--target-cosine", "nan"], "target_cosine must be a finite number in [-1, 1]; got nan"),
     (["--fd-step", "-1"], "fd_step must be a finite number in (0, 3.4e+38]; got -1.0"),
     (["--target", "adjoint"], "unknown target 'adjoint'; accepted: jvp, fd, integral"),
-    (["--width", "8"], "width=8 applies to the mlp and loglinexp surrogates"),
+    (["--width", "8"], "width=8 applies to the mlp, loglinexp, jacnet and gradnet surrogates"),
     (["--threads", "-1"], "--threads must be an integer in [0, 4096]; got -1"),
     (["--loss", "log_mse:nan"], "bad loss 'log_mse:nan': loss 'mse' takes no parameter"),
     (["--epochs", "1000000001"], "epochs must be an integer in [1, 1000000000]; got 1000000001"),
@@ -265,3 +267,20 @@ def test_report_command_rebuilds_a_restore_folder(tmp_path: Path, capsys) -> Non
 def test_help_shows_the_declared_epochs_default() -> None:
     text = " ".join(build_parser().format_help().split())
     assert "stored resolved (default: auto)" in text
+
+
+def test_a_nonlinear_problem_gets_the_gradnet_surrogate_by_default(tmp_path: Path) -> None:
+    from gradsurrogate.restore import load_surrogate
+
+    argv = ["--problem", "tanh_bias", "--dim-in", "3", "--dim-out", "2", "--width", "8",
+            "--epochs", "20", "--wandb", "disabled", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (rec,) = strict_lines(tmp_path / "results.jsonl")
+    cfg = rec["config"]
+    assert (cfg["surrogate"], cfg["budget"], cfg["optimizer"], cfg["schedule"]) == (
+        "gradnet", 50.0, "adam", "cosine")
+    assert rec["x_limit"] == 50.0 and rec["jvp_evals"] == 150
+    cos = list(rec["heldout_scales"].values())  # linear in the cotangent: one value
+    assert len(cos) == 5 and max(cos) - min(cos) < 1e-6
+    surrogate, loaded = load_surrogate(tmp_path / "surrogates" / f"{rec['run_id']}.pt")
+    assert loaded.to_dict() == cfg and type(surrogate).__name__ == "GradNet"

@@ -35,6 +35,7 @@ from .sampling import (
 )
 from .surrogates import (
     SURROGATES,
+    GradNet,
     JacobianNet,
     LogLinExp,
     MLPSurrogate,
@@ -53,6 +54,7 @@ __all__ = [
     "RESTORE_PROBLEMS",
     "SCALES",
     "SURROGATES",
+    "GradNet",
     "JacobianNet",
     "LogLinExp",
     "Loss",

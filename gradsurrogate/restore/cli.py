@@ -8,6 +8,9 @@ restores f(x) = A x (64x64) from 2x the information limit (128 directional evalu
 out), replaying the probe bank offline with SGD at the learning rate estimated from the probes,
 and prints the least-squares baseline on the same probes beside it. ``--method least-squares``
 runs the baseline alone; ``--probes fresh --budget 50`` draws new probes every step.
+``--problem tanh_bias`` (any problem but ``linear``) gets the ``gradnet`` surrogate (the vjp of
+a learned network, linear in the cotangent) fitted on 50x the limit with Adam and a cosine
+schedule, and records its held-out cosine at cotangent scales 1e-2..1e2.
 
 The flags are generated from :class:`~.config.RestoreConfig` (its defaults are the only ones;
 ``--dim-in`` and ``--dim_in`` both work). Stores through :func:`~.run.run_restore`: one record

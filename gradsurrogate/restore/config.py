@@ -2,7 +2,12 @@
 setting and of its defaults (the CLI flags are generated from it), validated once.
 
 ``RestoreConfig`` names the problem (``f``, its dims, ``dtype``), the surrogate (kind, width,
-``initial_messup``) and every trainer setting. :func:`build_problem` and
+``initial_messup``) and every trainer setting. Settings left ``"auto"`` resolve by the problem
+and surrogate (stored resolved): a linear problem gets the ``structured`` surrogate and the
+linear profile (2× the limit, plain SGD at the estimated rate, Gaussian cotangents, one point
+with ``dim_sample`` directions per step); any other problem gets the ``gradnet`` surrogate and
+the nonlinear profile (:data:`NONLINEAR_DEFAULTS`: 50× the limit, one direction per point,
+basis cotangents, Adam with a cosine schedule, full-bank steps). :func:`build_problem` and
 :func:`build_surrogate` make the objects it describes (seeded from ``seed``), and
 :func:`gradsurrogate.restore.restore` trains with it.
 """
@@ -30,8 +35,8 @@ from .sampling import (
 from .surrogates import SURROGATES, Surrogate, make_surrogate
 from .targets import DF_TARGETS, FD_SCHEMES
 
-__all__ = ["DTYPES", "MAX_EPOCHS", "METHODS", "PROBE_MODES", "RESTORE_OPTIMIZERS",
-           "RestoreConfig", "build_problem", "build_surrogate"]
+__all__ = ["DTYPES", "FIT_BY_JVP", "MAX_EPOCHS", "METHODS", "NONLINEAR_DEFAULTS", "PROBE_MODES",
+           "RESTORE_OPTIMIZERS", "SCHEDULES", "RestoreConfig", "build_problem", "build_surrogate"]
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 #: the most epochs a run may have (given or resolved from ``"auto"``): a bound on run time
@@ -46,6 +51,20 @@ PROBE_MODES = ("replay", "fresh")
 #: ``train``: fit the surrogate by the loss; ``least-squares``: the closed-form baseline on the
 #: same probes (structured surrogate only)
 METHODS = ("train", "least-squares")
+#: learning-rate schedules: ``constant``, or ``cosine`` decay to 0 over ``epochs``
+SCHEDULES = ("constant", "cosine")
+#: surrogates fitted by their own JVPs (:meth:`~.surrogates.Surrogate.directional`), which
+#: get the nonlinear profile of ``"auto"`` settings
+FIT_BY_JVP = ("gradnet",)
+#: what ``"auto"`` settings resolve to for a :data:`FIT_BY_JVP` surrogate (chosen by
+#: measurement on tanh(Wx + b) and a 2-layer tanh MLP, 32 -> 32:
+#: ``benchmarks/restore_nonlinear.py``); ``lr`` is Adam's
+NONLINEAR_DEFAULTS: dict[str, Any] = {
+    "budget": 50.0, "optimizer": "adam", "schedule": "cosine", "lr": 1e-2, "epochs": 3000,
+    "directions": 1, "cotangent_dist": "basis", "points": 4096}
+#: what they resolve to otherwise (the linear profile)
+LINEAR_DEFAULTS: dict[str, Any] = {"budget": 2.0, "optimizer": "sgd", "schedule": "constant",
+                                   "points": 1, "cotangent_dist": "gaussian"}
 
 
 def _f(default: Any, help_: str) -> Any:
@@ -85,8 +104,11 @@ class RestoreConfig:
 
     ``epochs`` is an integer or ``"auto"`` = ``ceil(epoch_scale·dim_in·dim_out/dim_sample)``,
     stored resolved (so ``dataclasses.replace`` of a dim keeps the old count: pass
-    ``epochs="auto"`` again), at most :data:`MAX_EPOCHS` either way. ``directions`` /
-    ``cotangents`` default to ``k = dim_sample`` and ``c = dim_out`` per point. Bad values
+    ``epochs="auto"`` again), at most :data:`MAX_EPOCHS` either way. ``surrogate``, ``budget``,
+    ``optimizer``, ``schedule``, ``points`` and ``cotangent_dist`` ``"auto"`` are stored
+    resolved too (by the problem, then the surrogate's profile), so ``replace(problem=...)``
+    keeps them: pass ``"auto"`` again. ``directions`` / ``cotangents`` default to
+    ``k = dim_sample`` (``gradnet``: 1) and ``c = dim_out`` per point. Bad values
     raise ``ValueError`` naming the value and the accepted ones; rates, steps and scales must
     be finite and positive.
     """
@@ -98,28 +120,33 @@ class RestoreConfig:
     dim_sample: int | str = _f("auto", "coordinates of the random subspace of each minibatch "
                                        "(<= dim-in), or 'auto' = dim-in")
     loss: str = _f("mse", accepted_losses())
-    surrogate: str = _f("structured", ", ".join(SURROGATES))
-    width: int | None = _f(None, "hidden width of mlp/loglinexp/jacnet surrogates (their "
-                                 "default if unset)")
+    surrogate: str = _f("auto", ", ".join(SURROGATES) + ", or 'auto' = structured for a linear "
+                                "problem, gradnet otherwise")
+    width: int | None = _f(None, "hidden width of mlp/loglinexp/jacnet/gradnet surrogates "
+                                 "(their default if unset)")
     initial_messup: float = _f(1.0, "scale of the initial surrogate parameters (>= 0)")
     target: str = _f("jvp", "how df is obtained: " + ", ".join(DF_TARGETS))
     method: str = _f("train", ", ".join(METHODS) + " (least-squares: the closed-form baseline "
                                                    "on the same probes)")
     probes: str = _f("replay", "replay: evaluate a bank of BUDGET probes once and train on it "
                                "(offline); fresh: new probes every step")
-    budget: float = _f(2.0, "directional evaluations, in multiples of the information limit "
-                            "dim-in (held-out probes included)")
+    budget: float | str = _f("auto", "directional evaluations, in multiples of the information "
+                                     "limit dim-in (held-out probes included), or 'auto' = 2 "
+                                     "(linear profile) or 50 (gradnet)")
     heldout: float = _f(0.125, "fraction of the budget kept out of training: the held-out "
                                "probe loss that stops the run and picks the best state")
     epochs: int | str = _f("auto", "maximum optimizer steps (<= 1e9), or 'auto' = "
-                                   "max(1000, ceil(epoch-scale*dim-in*dim-out/dim-sample)), "
-                                   "stored resolved")
+                                   "max(1000, ceil(epoch-scale*dim-in*dim-out/dim-sample)) "
+                                   "(gradnet: 3000), stored resolved")
     epoch_scale: float = _f(16.0, "factor of epochs 'auto'")
     steps_per_epoch: int = _f(1, "minibatches per epoch")
     lr: float | str = _f("auto", "learning rate, or 'auto' = lr-scale / (curvature estimated "
                                  "from the probes' norms)")
     lr_scale: float = _f(0.8, "factor of lr 'auto' (1 = half the estimated stability edge)")
-    optimizer: str = _f("sgd", ", ".join(RESTORE_OPTIMIZERS))
+    optimizer: str = _f("auto", ", ".join(RESTORE_OPTIMIZERS) + ", or 'auto' = sgd (linear "
+                                "profile) or adam (gradnet)")
+    schedule: str = _f("auto", ", ".join(SCHEDULES) + " learning rate, or 'auto' = constant "
+                               "(linear profile) or cosine (gradnet)")
     momentum: float = _f(0.0, "momentum of sgd (in [0, 1))")
     eval_every: int = _f(10, "steps between held-out (and true-Jacobian) evaluations")
     stop_tol: float = _f(1e-5, "stop once the held-out relative residual is below this")
@@ -127,11 +154,13 @@ class RestoreConfig:
                            "improvement")
     subspace: str = _f("cycle", ", ".join(SUBSPACE_MODES) + " (cycle: coordinates without "
                                                             "replacement)")
-    points: int = _f(1, "points alpha per minibatch")
-    directions: int | None = _f(None, "directions per point (default: dim-sample)")
+    points: int | str = _f("auto", "points alpha per minibatch (replay: at most the bank), or "
+                                   "'auto' = 1 (linear profile) or 4096 (gradnet)")
+    directions: int | None = _f(None, "directions per point (default: dim-sample; gradnet: 1)")
     cotangents: int | None = _f(None, "cotangents per point (default: dim-out)")
     direction_dist: str = _f("gaussian", ", ".join(DIRECTION_DISTS))
-    cotangent_dist: str = _f("gaussian", ", ".join(COTANGENT_DISTS))
+    cotangent_dist: str = _f("auto", ", ".join(COTANGENT_DISTS) + ", or 'auto' = gaussian "
+                                     "(linear profile) or basis (gradnet)")
     fd_step: float = _f(1e-3, "finite-difference step (target fd)")
     fd_scheme: str = _f("central", ", ".join(FD_SCHEMES))
     integral_step: float = _f(1.0, "segment length factor (target integral)")
@@ -159,10 +188,20 @@ class RestoreConfig:
             put(self, "dim_sample", self.dim_in)
         check_dim_sample(self.dim_sample, self.dim_in)
         put(self, "loss", str(get_loss(self.loss)))
+        if isinstance(self.surrogate, str) and self.surrogate.strip().lower() == "auto":
+            put(self, "surrogate", "structured" if self.problem == "linear" else "gradnet")
         put(self, "surrogate", _name(self.surrogate, SURROGATES, "surrogate"))
+        profile = NONLINEAR_DEFAULTS if self.surrogate in FIT_BY_JVP else LINEAR_DEFAULTS
+        for name in ("budget", "optimizer", "schedule", "points", "cotangent_dist"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.strip().lower() == "auto":
+                put(self, name, profile[name])
+        if isinstance(self.points, str) and self.points.strip().isdigit():
+            put(self, "points", int(self.points.strip()))
         _optional_int(self.width, "width")
         if self.width is not None and self.surrogate == "structured":
-            raise ValueError(f"width={self.width} applies to the mlp and loglinexp surrogates, "
+            raise ValueError(f"width={self.width} applies to the mlp, loglinexp, jacnet and "
+                             "gradnet surrogates, "
                              "not to structured (its matrix is dim_out x dim_in)")
         put(self, "initial_messup", check_number(self.initial_messup, "initial_messup", 0.0,
                                                  low_open=False))
@@ -177,11 +216,12 @@ class RestoreConfig:
             put(self, "lr", check_number(_float(self.lr, "lr"), "lr"))
         put(self, "lr_scale", check_number(self.lr_scale, "lr_scale"))
         put(self, "optimizer", _name(self.optimizer, RESTORE_OPTIMIZERS, "optimizer"))
+        put(self, "schedule", _name(self.schedule, SCHEDULES, "schedule"))
         put(self, "momentum", check_number(self.momentum, "momentum", 0.0, 1.0, low_open=False,
                                            high_open=True))
         put(self, "method", _name(self.method, METHODS, "method"))
         put(self, "probes", _name(self.probes, PROBE_MODES, "probes"))
-        put(self, "budget", check_number(self.budget, "budget"))
+        put(self, "budget", check_number(_float(self.budget, "budget"), "budget"))
         put(self, "heldout", check_number(self.heldout, "heldout", 0.0, 1.0, low_open=False,
                                           high_open=True))
         put(self, "stop_tol", check_number(self.stop_tol, "stop_tol", 0.0, low_open=False))
@@ -219,6 +259,8 @@ class RestoreConfig:
         epochs = self.epochs
         if isinstance(epochs, str):
             text = epochs.strip().lower()
+            if text == "auto" and self.surrogate in FIT_BY_JVP:
+                return int(NONLINEAR_DEFAULTS["epochs"])
             if text == "auto":
                 auto = normalised_epochs(self.dim_in, self.dim_out, self.dim_sample,
                                          self.epoch_scale)
@@ -250,8 +292,12 @@ class RestoreConfig:
 
     @property
     def k(self) -> int:
-        """Directions per point."""
-        return self.directions or self.dim_sample
+        """Directions per point: ``directions``, else 1 for a :data:`FIT_BY_JVP` surrogate
+        (probes at distinct points), else ``dim_sample``."""
+        if self.directions:
+            return self.directions
+        return int(NONLINEAR_DEFAULTS["directions"]) if self.surrogate in FIT_BY_JVP \
+            else self.dim_sample
 
     @property
     def c(self) -> int:

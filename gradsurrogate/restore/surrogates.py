@@ -15,7 +15,11 @@ Registry (:func:`make_surrogate`):
 * ``mlp``: free-form ``g = MLP([u, α])`` (not linear in ``u``: wrong at other cotangent
   scales than it was trained on);
 * ``jacnet``: ``g = u · Ĵ_θ(α)``, a Jacobian network with JacNet's structures (linear in
-  ``u``: the scale-correct surrogate for nonlinear maps);
+  ``u``, so right at every cotangent scale);
+* ``gradnet``: ``g = u · ∂h_θ(α)/∂α``, the vjp of a learned network ``h_θ: R^i -> R^o`` (linear
+  in ``u`` and a true Jacobian field, so its line integrals are ``h_θ`` differences): the
+  default for nonlinear maps, fitted on its JVPs (derivative matching, as in Sobolev
+  training);
 * ``loglinexp``: ``g = R · Re exp(W Log z)``, ``z = [u, α]``: units are signed generalised
   monomials ``Π_j |z_j|^{W_hj} · cos(π Σ_j W_hj [z_j < 0])`` (the real part of the complex
   power, so integer exponents give exact signed monomials) followed by a linear readout ``R``.
@@ -35,8 +39,8 @@ from torch import Tensor, nn
 
 from ..registry import check_number, lookup
 
-__all__ = ["SURROGATES", "JacobianNet", "LogLinExp", "MLPSurrogate", "Structured", "Surrogate",
-           "make_surrogate"]
+__all__ = ["SURROGATES", "GradNet", "JacobianNet", "LogLinExp", "MLPSurrogate", "Structured",
+           "Surrogate", "make_surrogate"]
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
@@ -53,6 +57,9 @@ class Surrogate(nn.Module):
     """Base class: ``forward(u (*, o), alpha (*, i)) -> (*, i)`` and ``jacobian``."""
 
     name: ClassVar[str]
+    #: ``g(u, α) = u · Ĵ(α)``: line integrals and JVPs need no cotangent (integrate ``Ĵ dα``
+    #: once per path, then contract with every ``u``)
+    linear_in_cotangent: ClassVar[bool] = False
 
     def __init__(self, dim_in: int, dim_out: int) -> None:
         super().__init__()
@@ -69,6 +76,16 @@ class Surrogate(nn.Module):
         leaves open): scales the parameters of the last linear map."""
         raise NotImplementedError(f"{type(self).__name__} cannot be rescaled")
 
+    def directional(self, alpha: Tensor, dalpha: Tensor) -> Tensor | None:
+        """``Ĵ(α) dα`` (*, o) when the surrogate computes it directly (one forward-mode pass per
+        direction, cotangent-free); ``None``: use ``g(u, α)·dα``."""
+        return None
+
+    def increment(self, alpha: Tensor, dalpha: Tensor) -> Tensor | None:
+        """``∫_0^1 Ĵ(α + t dα) dα dt`` (*, o) in closed form when the surrogate is a true
+        Jacobian field; ``None``: integrate numerically."""
+        return None
+
     def jacobian(self, alpha: Tensor) -> Tensor:
         """Restored Jacobian ``(n, i) -> (n, o, i)``: ``J[n, r] = g(e_r, α_n)``."""
         p = next(self.parameters())
@@ -81,6 +98,7 @@ class Structured(Surrogate):
     """``g(u, α) = u B`` with a learned ``B`` (o, i); ``n o, o i -> n i``."""
 
     name: ClassVar[str] = "structured"
+    linear_in_cotangent: ClassVar[bool] = True
 
     def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
@@ -96,6 +114,10 @@ class Structured(Surrogate):
 
     def jacobian(self, alpha: Tensor) -> Tensor:
         return self.B.expand(alpha.shape[0], *self.B.shape)
+
+    def increment(self, alpha: Tensor, dalpha: Tensor) -> Tensor:
+        """``B dα`` (*, o): the line integral of a constant Jacobian."""
+        return dalpha @ self.B.T
 
     def rescale_(self, s: float) -> None:
         with torch.no_grad():
@@ -194,6 +216,7 @@ class JacobianNet(Surrogate):
     """
 
     name: ClassVar[str] = "jacnet"
+    linear_in_cotangent: ClassVar[bool] = True
 
     def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
@@ -225,6 +248,10 @@ class JacobianNet(Surrogate):
         J = self.jacobian(alpha)  # (*a, o, i)
         return (u[..., None, :] @ J)[..., 0, :]
 
+    def directional(self, alpha: Tensor, dalpha: Tensor) -> Tensor:
+        """``Ĵ(α) dα``: (*, i), (*, i) -> (*, o) (leading dims broadcast)."""
+        return (self.jacobian(alpha) @ dalpha[..., None])[..., 0]
+
     def rescale_(self, s: float) -> None:
         if self.structure.name != "none" or getattr(self.structure, "bound", None) is not None:
             raise NotImplementedError(f"structure {self.structure.name!r} is not linear in its "
@@ -234,8 +261,82 @@ class JacobianNet(Surrogate):
                 p.mul_(s)
 
 
+class GradNet(Surrogate):
+    """``g(u, α) = u · J_h(α)``, ``J_h = ∂h_θ/∂α``: the vjp of an MLP ``h_θ: (*, i) -> (*, o)``
+    with ``depth`` tanh hidden layers of ``width`` (weights ``N(0, 1/fan_in)``, zero biases;
+    ``initial_messup`` scales the last layer).
+
+    Linear in ``u`` (right at every cotangent scale) and exactly integrable:
+    ``∫_0^1 u·J_h(α + t dα) dα dt = u·(h(α + dα) - h(α))`` (:meth:`increment`). Trained on its
+    JVPs ``J_h(α) dα`` (:meth:`directional`, forward mode by hand) against the probes'
+    ``df``; one hidden layer of width ≥ m represents ``tanh(Wx + b)`` and a 1-hidden-layer
+    tanh MLP exactly. ``forward`` is the hand-written reverse sweep (differentiable in θ).
+    """
+
+    name: ClassVar[str] = "gradnet"
+    linear_in_cotangent: ClassVar[bool] = True
+
+    def __init__(self, dim_in: int, dim_out: int, initial_messup: float = 1.0,
+                 generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None, width: int = 128,
+                 depth: int = 1) -> None:
+        super().__init__(dim_in, dim_out)
+        dtype = torch.get_default_dtype() if dtype is None else dtype
+        generator = generator or torch.Generator().manual_seed(0)
+        sizes = [dim_in] + [width] * depth + [dim_out]
+        self.layers = nn.ModuleList()
+        for n, (a, b) in enumerate(itertools.pairwise(sizes)):
+            lin = nn.Linear(a, b, dtype=dtype, device=device)
+            scale = (initial_messup if n == len(sizes) - 2 else 1.0) / math.sqrt(a)
+            with torch.no_grad():
+                lin.weight.copy_(scale * _randn((b, a), generator, dtype, device))
+                lin.bias.zero_()
+            self.layers.append(lin)
+
+    def potential(self, alpha: Tensor) -> Tensor:
+        """``h_θ(α)``: (*, i) -> (*, o)."""
+        for lin in self.layers[:-1]:
+            alpha = torch.tanh(lin(alpha))
+        return self.layers[-1](alpha)
+
+    def _hidden(self, alpha: Tensor) -> list[Tensor]:
+        acts = []
+        for lin in self.layers[:-1]:
+            alpha = torch.tanh(lin(alpha))
+            acts.append(alpha)
+        return acts
+
+    def forward(self, u: Tensor, alpha: Tensor) -> Tensor:
+        acts = self._hidden(alpha)  # leading dims of u and α broadcast in the sweep
+        g = u @ self.layers[-1].weight
+        for lin, a in zip(reversed(self.layers[:-1]), reversed(acts), strict=True):
+            g = (g * (1 - a * a)) @ lin.weight
+        return g.expand(*torch.broadcast_shapes(u.shape[:-1], alpha.shape[:-1]), self.dim_in)
+
+    def directional(self, alpha: Tensor, dalpha: Tensor) -> Tensor:
+        """``J_h(α) dα`` by forward mode: (*, i), (*, i) -> (*, o) (leading dims broadcast)."""
+        for lin in self.layers[:-1]:
+            alpha = torch.tanh(lin(alpha))
+            dalpha = (1 - alpha * alpha) * (dalpha @ lin.weight.T)
+        return dalpha @ self.layers[-1].weight.T
+
+    def increment(self, alpha: Tensor, dalpha: Tensor) -> Tensor:
+        """``h(α + dα) - h(α)``: the exact line integral of ``J_h`` along the segment."""
+        return self.potential(alpha + dalpha) - self.potential(alpha)
+
+    def jacobian(self, alpha: Tensor) -> Tensor:
+        eye = torch.eye(self.dim_in, dtype=alpha.dtype, device=alpha.device)
+        cols = self.directional(alpha[..., None, :], eye)  # (*, i, o): column j = J e_j
+        return cols.transpose(-1, -2)
+
+    def rescale_(self, s: float) -> None:
+        with torch.no_grad():
+            for p in self.layers[-1].parameters():
+                p.mul_(s)
+
+
 SURROGATES: dict[str, type[Surrogate]] = {c.name: c for c in (Structured, MLPSurrogate,
-                                                                LogLinExp, JacobianNet)}
+                                                                LogLinExp, JacobianNet, GradNet)}
 
 
 def make_surrogate(name: str, dim_in: int, dim_out: int, initial_messup: float = 1.0,

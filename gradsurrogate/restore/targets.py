@@ -64,10 +64,20 @@ def surrogate_line_integral(surrogate: Surrogate, u: Tensor, alpha: Tensor, dalp
                             method: str = "gauss-legendre", **opts: Any) -> Tensor:
     """``∫_0^1 g(u_c, α + t dα) · dα dt`` for every probe and cotangent: (m, c).
 
-    ``u`` (m, c, o), ``alpha``/``dalpha`` (m, i). The integrand's "Jacobian" rows are the
-    surrogate gradients ``g(u_c, ·)`` (c, i); each path carries its probe index as an extra,
-    constant coordinate so the integrator may batch nodes in any order.
+    ``u`` (m, c, o), ``alpha``/``dalpha`` (m, i). A surrogate with a closed-form
+    :meth:`~.surrogates.Surrogate.increment` (``structured``, ``gradnet``) needs no quadrature;
+    one linear in ``u`` (``jacnet``) has its Jacobian ``Ĵ dα`` integrated once per path (all
+    nodes of all paths in one batched call), then contracted with every cotangent. Otherwise
+    the integrand's "Jacobian" rows are the surrogate gradients ``g(u_c, ·)`` (c, i); each path
+    carries its probe index as an extra, constant coordinate so the integrator may batch nodes
+    in any order.
     """
+    closed = surrogate.increment(alpha, dalpha)
+    if closed is not None:
+        return torch.einsum("mco,mo->mc", u, closed)
+    if surrogate.linear_in_cotangent:
+        jd = line_integral(surrogate.jacobian, alpha, alpha + dalpha, method=method, **opts)
+        return torch.einsum("mco,mo->mc", u, jd.value)
     m, _c, _ = u.shape
     idx = torch.arange(m, dtype=alpha.dtype, device=alpha.device)[:, None]
     x0 = torch.cat([alpha, idx], -1)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..registry import check_choice
 from .baseline import least_squares_jacobian
-from .config import RESTORE_OPTIMIZERS, RestoreConfig
+from .config import FIT_BY_JVP, NONLINEAR_DEFAULTS, RESTORE_OPTIMIZERS, RestoreConfig
 from .losses import get_loss
 from .probes import HeldOut, ProbeBank, auto_lr, best_scale, scale_free
 from .problems import RestoreProblem, jacobian_metrics
@@ -76,9 +76,14 @@ def equations(surrogate: Surrogate, u: Tensor, alpha: Tensor, dalpha: Tensor, df
 
     ``u`` (n, c, o); ``alpha`` (n, k, i) or (n, 1, i) (one point per row); ``dalpha`` (n, k, i);
     ``df`` (n, k, o). ``pred = g(u, α)·dα`` (or its line integral for ``integral``),
-    ``y = u·df``.
+    ``y = u·df``. A surrogate with a closed-form :meth:`~.surrogates.Surrogate.directional` /
+    :meth:`~.surrogates.Surrogate.increment` (``gradnet``) gives ``pred = u·(Ĵ dα)`` directly.
     """
     y = torch.einsum("nko,nco->nck", df, u)
+    direct = (surrogate.increment if target == "integral" else surrogate.directional)(
+        alpha, dalpha)
+    if direct is not None:  # (n, k, o): no cotangent-sized backward pass, no quadrature
+        return torch.einsum("nko,nco->nck", direct, u), y
     if target == "integral":
         n, k, i = dalpha.shape
         c = u.shape[1]
@@ -257,6 +262,8 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
     else:
         sd, sf = (held.dalpha[:, 0], held.df[:, 0]) if held is not None else (None, None)
     lr = cfg.lr
+    if lr == "auto" and cfg.surrogate in FIT_BY_JVP:
+        lr = float(NONLINEAR_DEFAULTS["lr"])
     if lr == "auto":
         if sd is None:
             _, sd3, sf3, rows3 = _draw_probes(problem, cfg, gen, dtype, device, train_left,
@@ -272,6 +279,9 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
     opt_cls = RESTORE_OPTIMIZERS[cfg.optimizer]
     opts = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
     opt = opt_cls(surrogate.parameters(), lr=lr, **opts)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * cfg.steps_per_epoch)
+             if cfg.schedule == "cosine" else None)
+    points = cfg.points if bank is None else max(1, min(cfg.points, bank.size // k))
     best = (math.inf, None, 0)  # held-out residual, state, step
     stale, stop = 0, "epochs"
     losses: list[float] = []
@@ -280,7 +290,7 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
     for epoch in bar:
         for _ in range(cfg.steps_per_epoch):
             if bank is not None:
-                alpha, dalpha, df = bank.groups(cfg.points, k, gen)
+                alpha, dalpha, df = bank.groups(points, k, gen)
             else:
                 alpha, dalpha, df, rows = _draw_probes(problem, cfg, gen, dtype, device,
                                                        train_left, cycler)
@@ -308,6 +318,8 @@ def restore(problem: RestoreProblem, surrogate: Surrogate, cfg: RestoreConfig,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             step += 1
             losses.append(loss.item())
             if bank is None and train_left <= 0:
