@@ -1,5 +1,5 @@
-"""Online restoration: each linear layer's backward is a ``learned`` feedback matrix ``B``
-restored on the fly from directional probes of that layer's forward map.
+"""Online restoration: each weight layer's backward is a ``learned`` feedback ``B`` restored on
+the fly from directional probes of that layer's forward map.
 
 For a layer ``y = x Wᵀ + b`` the backward uses ``grad_input = grad_output @ B`` (mode
 ``weight=Learned(surrogate.feedback)``) and never reads ``W``; ``grad_weight`` stays exact (it
@@ -8,14 +8,26 @@ probes each layer's *forward* at the latest inputs (jvp or finite differences of
 ``x ↦ layer(x)``) and takes a few optimizer steps on ``B`` with the restoration loss, so ``B``
 tracks the moving ``W``. Cotangents are Gaussian, or the real ``grad_output`` of the last
 backward (``cotangents="real"``).
+
+Convolutions (``nn.Conv1d/2d/3d``, any stride, padding, dilation, groups, padding mode) are
+restored by :class:`ConvRestorer`: ``B`` is shaped like ``W`` (o, c/groups, *k) and the backward
+is the transposed convolution with ``B``. The map ``dx ↦ J dx = conv(dx, W)`` is linear and the
+same at every point, so one probe of one input sample gives ``P`` equations (one per output
+position ``p``): ``(J dx)[:, p] = B_g · patch_p(dx)`` per group ``g``, with ``patch_p`` read
+off ``dx`` by the layer's own stride/padding/dilation (a convolution with one-hot kernels; it
+never sees ``W``). ``⌈oversample · fan_in / P⌉`` probes (``fan_in = c/groups · Πk``) determine
+``B`` by least squares.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._conv import surrogate_conv
 from ..backward import BackwardSpec, Learned
 from ..layers import SurrogateLinear, convert
 from ..registry import check_choice, check_int, check_number
@@ -27,7 +39,10 @@ from .surrogates import Structured
 from .targets import directional_change
 from .trainer import NonFiniteLossError, equations
 
-__all__ = ["ONLINE_COTANGENTS", "ONLINE_METHODS", "LayerRestorer", "OnlineRestorer"]
+__all__ = ["ONLINE_COTANGENTS", "ONLINE_METHODS", "ConvFeedback", "ConvRestorer", "LayerRestorer",
+           "OnlineRestorer"]
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 #: cotangents of the online restoration: random, or the real ``grad_output`` of the last backward
 ONLINE_COTANGENTS = ("gaussian", "real")
@@ -138,29 +153,156 @@ class LayerRestorer:
         return jacobian_metrics(self.surrogate.B[None], self.layer.weight[None])
 
 
-class OnlineRestorer:
-    """Convert every ``nn.Linear`` of ``model`` to a learned-feedback layer and restore them.
+class ConvFeedback(nn.Module):
+    """The restored feedback ``B`` of a convolution, shaped like its weight (o, c/groups, *k)."""
 
-    ``model`` is modified in place (a bare ``nn.Linear`` cannot be, and raises ``ValueError``:
-    wrap it in ``nn.Sequential``); ``restorers`` maps layer names to :class:`LayerRestorer`.
-    Inputs (and, for ``cotangents="real"``, output gradients) are captured by hooks.
+    def __init__(self, weight: Tensor, initial_messup: float, generator: torch.Generator) -> None:
+        super().__init__()
+        fan_in = math.prod(weight.shape[1:])
+        init = torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
+        self.B = nn.Parameter((initial_messup / math.sqrt(fan_in)) * init.to(weight.device))
+
+    def feedback(self, weight: Tensor | None = None) -> Tensor:
+        """``B``, for ``BackwardSpec(weight=Learned(s.feedback))`` (never reads ``weight``)."""
+        return self.B
+
+
+class ConvRestorer:
+    """Restores ``B ≈ W`` (o, c/groups, *k) of one convolution from probes of its forward.
+
+    Each round draws ``⌈oversample · fan_in / P⌉`` Gaussian directions ``dx`` shaped like one
+    input sample (``P`` output positions per sample), evaluates ``J dx`` at rows of the last
+    input (jvp, or finite differences of the black box), and solves ``Y_g = X_g B_gᵀ`` per group
+    (``X_g`` (m·P, c/groups·Πk) the patches of ``dx``, ``Y_g`` (m·P, o/groups)): least squares
+    (``lsq``, in float64) or ``steps`` Adam steps on the relative squared residual (``sgd``).
+    ``jvp_evals`` counts probed samples (one directional evaluation each).
+    """
+
+    def __init__(self, layer: nn.Module, oversample: float = 2.0, lr: float = 1e-2,
+                 steps: int = 1, target: str = "jvp", initial_messup: float = 1.0,
+                 generator: torch.Generator | None = None, method: str = "lsq") -> None:
+        self.method = check_choice(method, ONLINE_METHODS, "online restoration method")
+        self.layer = layer
+        self.oversample = check_number(oversample, "oversample")
+        self.steps = check_int(steps, "steps", 1)
+        self.target = check_choice(target, ("jvp", "fd"), "online restoration target")
+        self.gen = generator or torch.Generator().manual_seed(0)
+        self.surrogate = ConvFeedback(layer.weight.detach(), initial_messup, self.gen)
+        self.opt = torch.optim.Adam(self.surrogate.parameters(), lr=check_number(lr, "lr"))
+        self.jvp_evals = 0
+        self.last_input: Tensor | None = None
+        self.last_grad: Tensor | None = None
+        #: output positions ``P`` per sample of the last forward (set by the restorer's hook)
+        self.out_positions = 1
+
+    def _conv(self, x: Tensor, w: Tensor, b: Tensor | None, groups: int) -> Tensor:
+        m = self.layer
+        return surrogate_conv(x, w, b, stride=m.stride, padding=m.padding, dilation=m.dilation,
+                              groups=groups, padding_mode=m.padding_mode)
+
+    def f(self, x: Tensor) -> Tensor:
+        """The black-box forward ``x (m, c, *s) -> (m, o, *s')`` (no gradient to ``W``)."""
+        bias = self.layer.bias.detach() if self.layer.bias is not None else None
+        return self._conv(x, self.layer.weight.detach(), bias, self.layer.groups)
+
+    def patches(self, dx: Tensor) -> Tensor:
+        """``dx`` (m, c, *s) -> (groups, m·P, c/groups·Πk): the patch each output position sees
+        (a convolution with one-hot kernels and the layer's geometry)."""
+        c, ks = dx.shape[1], tuple(self.layer.kernel_size)
+        kk = math.prod(ks)
+        eye = torch.eye(kk, dtype=dx.dtype, device=dx.device).reshape(kk, 1, *ks)
+        cols = self._conv(dx, eye.repeat(c, 1, *([1] * len(ks))), None, c)  # (m, c·kk, *s')
+        g = self.layer.groups
+        cols = cols.reshape(dx.shape[0], g, (c // g) * kk, -1)
+        return cols.permute(1, 0, 3, 2).reshape(g, -1, (c // g) * kk)
+
+    def _probe(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Design ``X`` (g, m·P, c/g·Πk) and responses ``Y`` (g, m·P, o/g) of fresh probes."""
+        sample = x.shape[1:]
+        w = self.layer.weight
+        fan, g = math.prod(w.shape[1:]), self.layer.groups
+        m = max(1, math.ceil(self.oversample * fan / max(1, self.out_positions)))
+        rows = torch.randint(0, x.shape[0], (m,), generator=self.gen).to(x.device)
+        dx = torch.randn((m, *sample), generator=self.gen, dtype=x.dtype).to(x.device)
+        flat = lambda z: self.f(z.reshape(-1, *sample)).flatten(1)
+        df, _ = directional_change(flat, x[rows].flatten(1), dx.flatten(1), self.target)
+        self.jvp_evals += m
+        df = df.reshape(m, g, w.shape[0] // g, -1).permute(1, 0, 3, 2).reshape(g, -1,
+                                                                             w.shape[0] // g)
+        return self.patches(dx), df
+
+    def step(self, cotangents: str = "gaussian") -> float:
+        """One restoration round at the last seen input; returns the relative residual of the
+        new probes under the previous ``B`` (lsq: a drift signal) or the mean loss (sgd)."""
+        if self.last_input is None:
+            raise RuntimeError("ConvRestorer.step needs a forward pass first (no inputs seen)")
+        x = self.last_input
+        if x.dim() == self.layer.weight.dim() - 1:  # unbatched (c, *s)
+            x = x[None]
+        B = self.surrogate.B
+        o, g = B.shape[0], self.layer.groups
+        if self.method == "lsq":
+            X, Y = self._probe(x)
+            with torch.no_grad():
+                bg = B.reshape(g, o // g, -1)
+                before = Y.norm()
+                drift = float((X @ bg.transpose(1, 2) - Y).norm() / before) if before > 0 else 0.0
+                sol = torch.linalg.lstsq(X.double(), Y.double(), driver="gelsd").solution
+                B.copy_(sol.transpose(1, 2).reshape(B.shape).to(B.dtype))
+            return drift
+        total = 0.0
+        for _ in range(self.steps):
+            X, Y = self._probe(x)
+            pred = X @ B.reshape(g, o // g, -1).transpose(1, 2)
+            loss = ((pred - Y) ** 2).mean() / (Y ** 2).mean().clamp_min(1e-30)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"online restoration loss is {loss.item()}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.item()
+        return total / self.steps
+
+    def metrics(self) -> dict[str, float]:
+        """Cosine / relative error / sign agreement of ``B`` vs the layer's current ``W``."""
+        o = self.layer.weight.shape[0]
+        return jacobian_metrics(self.surrogate.B.reshape(1, o, -1),
+                                self.layer.weight.reshape(1, o, -1))
+
+
+class OnlineRestorer:
+    """Convert every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` of ``model`` to a learned-feedback
+    layer and restore them.
+
+    ``model`` is modified in place (a bare layer cannot be, and raises ``ValueError``: wrap it
+    in ``nn.Sequential``); ``restorers`` maps layer names to :class:`LayerRestorer` (linear) or
+    :class:`ConvRestorer` (convolutions: ``oversample`` sets their probes; ``dim_sample``,
+    ``points``, ``loss`` and ``cotangents`` apply to linear layers only). Inputs (and, for
+    ``cotangents="real"``, output gradients) are captured by hooks.
     """
 
     def __init__(self, model: nn.Module, loss: str = "mse", dim_sample: float | int = 1.0,
                  points: int = 4, lr: float = 1e-2, steps: int = 1, target: str = "jvp",
                  cotangents: str = "gaussian", initial_messup: float = 1.0, seed: int = 0,
-                 warmup_steps: int = 0, method: str = "lsq") -> None:
+                 warmup_steps: int = 0, method: str = "lsq", oversample: float = 2.0) -> None:
         check_choice(cotangents, ONLINE_COTANGENTS, "cotangents")
-        if isinstance(model, nn.Linear):
+        if isinstance(model, (nn.Linear, *_CONVS)):
             raise ValueError(
                 f"OnlineRestorer converts model's layers in place, which a bare layer "
                 f"({type(model).__name__}) does not allow; wrap it, e.g. "
                 "nn.Sequential(layer), and train the wrapper")
         self.cotangents = cotangents
-        self.restorers: dict[str, LayerRestorer] = {}
+        self.restorers: dict[str, LayerRestorer | ConvRestorer] = {}
         gen = torch.Generator().manual_seed(seed)
 
         def spec_for(name: str, module: nn.Module) -> BackwardSpec | None:
+            if isinstance(module, _CONVS):
+                conv_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,),
+                                                                           generator=gen)))
+                c = ConvRestorer(module, oversample, lr, steps, target, initial_messup,
+                                 conv_gen, method)
+                self.restorers[name] = c
+                return BackwardSpec(weight=Learned(c.surrogate.feedback))
             if not isinstance(module, nn.Linear):
                 return None
             ds = dim_sample if isinstance(dim_sample, int) else max(
@@ -180,9 +322,12 @@ class OnlineRestorer:
                 module.register_forward_hook(self._hook(self.restorers[name]))
         self.warmup_steps = warmup_steps
 
-    def _hook(self, r: LayerRestorer):
+    def _hook(self, r: LayerRestorer | ConvRestorer):
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             r.last_input = inputs[0].detach()
+            if isinstance(r, ConvRestorer):
+                spatial = r.layer.weight.dim() - 2
+                r.out_positions = math.prod(output.shape[output.dim() - spatial:])
             if self.cotangents == "real" and output.requires_grad:
                 output.register_hook(lambda g: setattr(r, "last_grad", g.detach()))
         return hook
