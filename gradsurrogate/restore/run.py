@@ -138,6 +138,10 @@ def _run_one(cfg: RestoreConfig, rid: str, store: RunStore, wandb: str | None, p
                                             "stop", "steps", "best_step", "scale_fix",
                                             "ls_cosine", "ls_rel_error", "ls_heldout_rel")},
         }
+        from .report import loss_sign_flag  # report imports this module
+
+        # "loss rises while sign agreement improves" (scale drift), or None
+        record["loss_up_sign_up"] = loss_sign_flag(res.history)
         if not res.diverged:  # fresh (α, ∇_f) pairs at cotangent scales 1e-2..1e2
             try:
                 record["heldout_scales"] = {f"{k:g}": v["cosine"] for k, v in
