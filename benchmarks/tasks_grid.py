@@ -5,8 +5,9 @@
    as they run one by one on both paths) run one by one
    (``torch.optim`` + ``SurrogateLinear``: what a user would write) and through ``run_grid``'s
    vectorised path (``EnsembleXorMLP`` per group; DFA and non-MLP runs stay sequential), in
-   interleaved repeats; the table shows median times, the speed-up (target ≥ 8×) and the
-   largest difference in final test accuracy.
+   interleaved repeats; the table shows median wall and process CPU times (CPU time is
+   what to compare on a shared, loaded machine), the speed-up (target ≥ 8×), the 1-minute
+   load average and the largest difference in final test accuracy.
 2. ``--full``: the whole default grid at the task's default steps, vectorised (target for
    mnist1d-mlp: < 10 min on 2 cores).
 
@@ -17,14 +18,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
+import time
 
 import torch
 from xor_grid import timed_grid  # this folder is on sys.path when run as a script
 
 from gradsurrogate.xor import XorConfig, default_grid, run_grid
-from gradsurrogate.xor.grid import can_vectorise
+from gradsurrogate.xor.grid import can_vectorise, ensemble_chunks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,13 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     if not short:
         raise SystemExit(f"task {args.task!r} has no vectorisable runs (not an MLP task)")
     run_grid(short[:1], tempfile.mkdtemp(), wandb="disabled", progress=False)  # data, imports
-    seq_t, vec_t = [], []
+    seq_t, vec_t, seq_cpu, vec_cpu = [], [], [], []
     sample = short[::args.sample] if args.sample > 1 else short
-    for _ in range(args.repeats):  # interleaved
+    load = [os.getloadavg()[0]]
+    for k in range(args.repeats):  # interleaved
+        cpu = time.process_time()
         t, rec_seq = timed_grid(sample, vectorised=False)
+        seq_cpu.append((time.process_time() - cpu) * len(short) / len(sample))
         seq_t.append(t * len(short) / len(sample))
+        cpu = time.process_time()
         t, rec_vec = timed_grid(short, vectorised=True)
+        vec_cpu.append(time.process_time() - cpu)
         vec_t.append(t)
+        load.append(os.getloadavg()[0])
+        print(f"repeat {k + 1}: one by one {seq_t[-1]:.1f} s (scaled; CPU {seq_cpu[-1]:.1f} s), "
+              f"vectorised {t:.1f} s (CPU {vec_cpu[-1]:.1f} s), ratio {seq_t[-1] / t:.2f} "
+              f"(CPU {seq_cpu[-1] / vec_cpu[-1]:.2f}), load {load[-1]:.1f}", flush=True)
     by_id = {r["run_id"]: r for r in rec_seq}
     gap = max(abs(r["final_test_acc"] - by_id[r["run_id"]]["final_test_acc"]) for r in rec_vec
               if r["run_id"] in by_id)
@@ -63,17 +75,27 @@ def main(argv: list[str] | None = None) -> int:
           f"the {len(short)} vectorisable runs of the default grid (left out: "
           f"{n_all - len(short)} DFA runs, sequential in both); {args.repeats} interleaved "
           f"repeat(s), medians; max |Δ final test acc| one by one vs vectorised: {gap:.2e}; "
-          f"one by one: {len(sample)} of the {len(short)} runs, time scaled to all\n")
+          f"one by one: {len(sample)} of the {len(short)} runs, time scaled to all; "
+          f"ensembles of {sorted((len(c) for c in ensemble_chunks(short)), reverse=True)}; "
+          f"1-min load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} cores\n")
     print("| runs | n | one by one (s) | vectorised (s) | speed-up |")
     print("|---|---|---|---|---|")
-    print(f"| default {args.task} grid, {steps} steps | {len(short)} | {t_seq:.1f} | "
-          f"{t_vec:.1f} | {t_seq / t_vec:.1f}× |")
+    ratios = sorted(a / b for a, b in zip(seq_t, vec_t))
+    c_seq, c_vec = statistics.median(seq_cpu), statistics.median(vec_cpu)
+    print(f"| default {args.task} grid, {steps} steps, wall | {len(short)} | {t_seq:.1f} | "
+          f"{t_vec:.1f} | {t_seq / t_vec:.1f}× (per repeat {ratios[0]:.1f}-{ratios[-1]:.1f}×) |")
+    print(f"| the same, process CPU time | {len(short)} | {c_seq:.1f} | {c_vec:.1f} | "
+          f"{c_seq / c_vec:.1f}× |")
     if args.full:
         full = default_grid(base)
+        cpu, load_full = time.process_time(), os.getloadavg()[0]
         t_full, rec = timed_grid(full, vectorised=True)
+        cpu = time.process_time() - cpu
         est = t_seq / steps * base.steps
         print(f"\n| full default grid ({len(full)} runs × {base.steps} steps) | vectorised "
-              f"{t_full:.0f} s | one by one ≈ {est:.0f} s (extrapolated) |")
+              f"{t_full:.0f} s wall, {cpu:.0f} s CPU ({torch.get_num_threads()} thread(s), "
+              f"load {load_full:.1f}-{os.getloadavg()[0]:.1f}) | one by one ≈ {est:.0f} s "
+              f"(extrapolated) |")
         accs = [r["final_test_acc"] for r in rec]
         print(f"\nmean final test acc {sum(accs) / len(accs):.4f}, "
               f"{sum(bool(r['diverged']) for r in rec)} diverged")

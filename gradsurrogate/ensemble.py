@@ -68,18 +68,29 @@ class EnsembleOptimizer:
         single-tensor Adam/SGD (``addcdiv``/``add`` with a scalar), so results match bitwise."""
         b1, b2 = self.betas
         groups = self._lr_groups()
+        # one learning rate and no frozen member (the usual case): update in place, sparing
+        # the masked copy of every parameter (same ops, so the same numbers)
+        in_place = groups[0][1] is None and bool(self.active.all())
         for k, p in enumerate(self.params):
             g = p.grad
             if g is None:
                 continue
             if self.kind == "adam":
                 st = self.state.setdefault(k, {"m": torch.zeros_like(p), "v": torch.zeros_like(p),
-                                               "t": torch.zeros((), dtype=torch.int64)})
+                                               "t": torch.zeros((), dtype=torch.int64),
+                                               "denom": torch.empty_like(p)})
                 st["t"] += 1
                 t = int(st["t"])
                 st["m"].lerp_(g, 1 - b1)
                 st["v"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (st["v"].sqrt() / (1 - b2**t) ** 0.5).add_(self.eps)
+                denom = torch.sqrt(st["v"], out=st["denom"]).div_((1 - b2**t) ** 0.5)
+                denom.add_(self.eps)
+            if in_place:
+                if self.kind == "sgd":
+                    p.add_(g, alpha=-groups[0][0])
+                else:
+                    p.addcdiv_(st["m"], denom, value=-groups[0][0] / (1 - b1**t))
+                continue
             new = p
             for lr, index in groups:
                 sel = (lambda x: x) if index is None else (lambda x, i=index: x.index_select(0, i))

@@ -43,6 +43,33 @@ def test_optimizer_is_bitwise_stock_torch_optim_per_member(kind, lrs):
             assert torch.equal(stacked[0][m], params[0]) and torch.equal(stacked[1][m], params[1])
 
 
+def test_in_place_and_masked_updates_agree_bitwise_across_a_freeze():
+    """Steps 1-2 take the in-place path (all active, one lr), steps 3-4 the masked one (member
+    1 frozen): the active members still follow torch.optim.Adam bitwise, member 1 stays put."""
+    init = _members(3)
+    singles = [[nn.Parameter(w.clone()), nn.Parameter(b.clone())] for w, b in init]
+    stock = [torch.optim.Adam(p, lr=0.05) for p in singles]
+    stacked = [nn.Parameter(torch.stack([m[k] for m in init])) for k in range(2)]
+    ens = EnsembleOptimizer(stacked, [0.05] * 3, "adam")
+    g = torch.Generator().manual_seed(2)
+    for step in range(4):
+        if step == 2:
+            ens.active[1] = False
+            frozen = [p[1].clone() for p in stacked]
+        grads = [(torch.randn(3, 4, generator=g), torch.randn(3, generator=g)) for _ in range(3)]
+        for m, (params, opt, grad) in enumerate(zip(singles, stock, grads)):
+            if step < 2 or m != 1:
+                for p, gp in zip(params, grad):
+                    p.grad = gp.clone()
+                opt.step()
+        for k, p in enumerate(stacked):
+            p.grad = torch.stack([grad[k] for grad in grads])
+        ens.step()
+    for m in (0, 2):
+        assert all(torch.equal(stacked[k][m], singles[m][k]) for k in range(2))
+    assert all(torch.equal(stacked[k][1], frozen[k]) for k in range(2))
+
+
 def test_frozen_members_and_parameters_without_gradient_are_untouched():
     init = _members(3)
     w = nn.Parameter(torch.stack([m[0] for m in init]))

@@ -14,7 +14,9 @@ from gradsurrogate.xor.grid import (
     chunk_configs,
     default_feedback,
     default_grid,
+    ensemble_chunks,
     feedback_spec,
+    mode_kinds,
 )
 
 #: CI size per task: a few seconds each, the exact baseline far above chance (10%)
@@ -101,9 +103,20 @@ def test_feedback_axis_parses_specs():
     assert {c.depth for c in configs} == {2}  # the task's grid depths
     mlp = default_grid(XorConfig(task="mnist1d-mlp"))
     assert len(mlp) == 5 * (5 * 11 + 1 + len(default_feedback("mnist1d-mlp")))
-    # flip/sign/exact stack into one ensemble; each feedback mode is its own group
-    sizes = sorted(len(c) for c in chunk_configs([c for c in mlp if can_vectorise(c)], 320))
+    # flip/sign/exact share a group key; each feedback mode is its own group
+    stacked = [c for c in mlp if can_vectorise(c)]
+    sizes = sorted(len(c) for c in chunk_configs(stacked, 320))
     assert sizes[-1] == 280
+    # run_grid's ensembles: one per flip target (50 runs: p 0..1 x 5 seeds, one Flip with an
+    # (e,) probability per target), the 30 sign/exact runs pooled, 5 per feedback mode
+    chunks = ensemble_chunks(stacked)
+    assert sorted(len(c) for c in chunks) == [5] * 4 + [30] + [50] * 5
+    assert sum(len(c) for c in chunks) == len(stacked) == len({c.run_id for c in stacked})
+    for chunk in chunks:
+        kinds = {mode_kinds(c) for c in chunk}
+        assert len(kinds) == 1 if len(chunk) == 50 else len(chunk) in (5, 30)
+        assert len({c.group_key() for c in chunk}) == 1
+    assert [len(c) for c in ensemble_chunks(stacked, max_group=20)][:3] == [17, 17, 16]
 
 
 def test_dfa_runs_one_by_one():
@@ -125,24 +138,15 @@ def test_learned_feedback_restored_online():
     assert feedback_spec("learned") == "learned"
 
 
-def test_mixed_grid_resumes_after_a_kill(tmp_path):
+def test_mixed_grid_resumes_after_a_kill(tmp_path, killed_grid):
     base = XorConfig(**{**TINY, "diag_every": 0})
     configs = GridSpec(targets=("grad_input",), modes=("flip",), ps=(0.0, 0.45), seeds=(0, 1),
                        feedback=("random",)).configs(base)
     configs.append(XorConfig(task="mnist1d-cnn", steps=6, eval_every=3, diag_every=0,
                              n_train=64, n_test=32, width=4))
-    calls = []
-
-    def stop_after_first(records):
-        calls.append(len(records))
-        if len(calls) == 1:
-            raise KeyboardInterrupt  # killed between two chunks
-
-    with pytest.raises(KeyboardInterrupt):
-        run_grid(configs, tmp_path, max_group=4, on_chunk=stop_after_first)
-    first = read_results(tmp_path)
-    assert 0 < len(first) < len(configs)
+    first = killed_grid(configs, tmp_path, max_group=4)
     records = run_grid(configs, tmp_path, max_group=4)
+    assert {r["run_id"] for r in first} <= {r["run_id"] for r in records}
     assert len(records) == len(configs) == len(list(read_jsonl(tmp_path / "results.jsonl")))
     by_task = {r["config"]["task"] for r in records}
     assert by_task == {"mnist1d-mlp", "mnist1d-cnn"}

@@ -59,20 +59,10 @@ def test_atomic_appends_and_torn_lines_are_skipped(tmp_path):
         json.loads(line)  # strict JSON (no NaN)
 
 
-def test_run_grid_resumes_and_skips_finished(tmp_path):
+def test_run_grid_resumes_and_skips_finished(tmp_path, killed_grid):
     configs = grid_configs(XorConfig(**TINY), ["grad_input", "all"], ["flip", "sign"],
                            [0.0, 0.45], [1, 2], [0])
-    calls = []
-
-    def stop_after_first(records):
-        calls.append(len(records))
-        if len(calls) == 1:
-            raise KeyboardInterrupt  # killed between two chunks
-
-    with pytest.raises(KeyboardInterrupt):
-        run_grid(configs, tmp_path, max_group=4, on_chunk=stop_after_first)
-    first = read_results(tmp_path)
-    assert 0 < len(first) < len(configs)
+    killed_grid(configs, tmp_path, max_group=4)
     records = run_grid(configs, tmp_path, max_group=4)
     lines = list(read_jsonl(tmp_path / "results.jsonl"))
     assert len(records) == len(configs) == len(lines)  # nothing ran twice
