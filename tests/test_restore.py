@@ -12,7 +12,6 @@ from gradsurrogate.restore import (
     NonFiniteLossError,
     RestoreConfig,
     RestoreProblem,
-    build_problem,
     build_surrogate,
     directional_change,
     equations,
@@ -28,7 +27,6 @@ from gradsurrogate.restore import (
     surrogate_line_integral,
     tanh_problem,
 )
-from gradsurrogate.restore.online import OnlineRestorer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -235,23 +233,6 @@ def test_learned_backward_after_restoration_matches_exact() -> None:
     assert not torch.allclose(fresh, exact, atol=5e-2)
 
 
-def test_online_restorer_tracks_layers_without_reading_W_in_backward() -> None:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
-    rest = OnlineRestorer(model, loss="mse", dim_sample=1.0, lr=5e-2, steps=1, seed=0,
-                          method="sgd")
-    assert set(rest.restorers) == {"0", "2"}
-    assert all(isinstance(m.spec.weight, gs.Learned) for m in (model[0], model[2]))
-    x = torch.randn(16, 3, generator=gen(1))
-    model(x)
-    before = rest.metrics()["2"]["cosine"]
-    for _ in range(300):
-        rest.step()
-    after = rest.metrics()
-    assert after["2"]["cosine"] > 0.999 and after["0"]["cosine"] > 0.999 > before
-    assert rest.jvp_evals == 300 * 4 * (3 + 8)
-
-
 def test_equations_hold_exactly_for_the_true_jacobian() -> None:
     p = linear_problem(5, 3, seed=4, dtype=torch.float64)
     s = make_surrogate("structured", 5, 3, dtype=torch.float64)
@@ -326,14 +307,6 @@ def test_probe_budget_counts_exactly_the_evaluated_probes(target: str, budget: i
     assert all(math.isfinite(h["loss"]) for h in res.history)
 
 
-def test_online_restorer_rejects_a_bare_layer() -> None:
-    with pytest.raises(ValueError, match=r"bare layer \(Linear\).*nn.Sequential"):
-        OnlineRestorer(torch.nn.Linear(3, 2))
-    wrapped = torch.nn.Sequential(torch.nn.Linear(3, 2))
-    rest = OnlineRestorer(wrapped)
-    assert set(rest.restorers) == {"0"} and isinstance(wrapped[0].spec.weight, gs.Learned)
-
-
 def test_constructors_follow_the_default_dtype() -> None:
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -368,24 +341,6 @@ def test_subspaces_cycle_through_every_coordinate_without_replacement() -> None:
     assert len(set(first)) == 8
 
 
-def test_jacnet_surrogate_is_linear_in_the_cotangent_and_saves(tmp_path) -> None:
-    from gradsurrogate.restore.evaluate import heldout_scales, load_surrogate, save_surrogate
-
-    cfg = RestoreConfig(problem="tanh_bias", dim_in=4, dim_out=3, surrogate="jacnet", width=8)
-    p = build_problem(cfg)
-    s = build_surrogate(cfg)
-    u, a = torch.randn(5, 3, generator=gen(1)), torch.randn(5, 4, generator=gen(2))
-    torch.testing.assert_close(s(100 * u, a), 100 * s(u, a))
-    torch.testing.assert_close(s(u, a), torch.einsum("no,noi->ni", u, s.jacobian(a)))
-    with torch.no_grad():  # the exact Jacobian net: held-out cosine 1 at every scale
-        exact = heldout_scales(p, s, points=16)
-    assert len({round(v["cosine"], 6) for v in exact.values()}) == 1  # scale-invariant
-    path = save_surrogate(s, cfg, tmp_path / "g.pt")
-    s2, cfg2 = load_surrogate(path)
-    assert cfg2 == cfg
-    torch.testing.assert_close(s2(u, a), s(u, a))
-
-
 def test_a_users_function_and_the_least_squares_method() -> None:
     from gradsurrogate.restore.problems import callable_problem
 
@@ -400,65 +355,3 @@ def test_a_users_function_and_the_least_squares_method() -> None:
     assert res.jvp_evals == 10 and res.final["rel_error"] < 1e-5  # 6 probes >= dim_in: exact
     with pytest.raises(ValueError, match="needs surrogate 'structured'"):
         RestoreConfig(method="least-squares", surrogate="mlp")
-
-
-def test_online_least_squares_restores_the_current_weights_each_step() -> None:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
-    rest = OnlineRestorer(model, seed=0)  # default: lsq on fan_in probes per step
-    model(torch.randn(16, 3, generator=gen(1)))
-    rest.step()
-    assert all(m["rel_error"] < 1e-5 for m in rest.metrics().values())
-    with torch.no_grad():  # the weights move: the next step follows at once (no lag)
-        model[2].weight.add_(0.1)
-    drift = rest.step()["2"]
-    assert drift > 1e-2 and rest.metrics()["2"]["rel_error"] < 1e-5
-    assert rest.jvp_evals == 2 * (3 + 8)
-
-
-@pytest.mark.parametrize("depth", [1, 2])
-def test_gradnet_vjp_jvp_and_integral_are_those_of_its_network(depth: int) -> None:
-    s = make_surrogate("gradnet", 5, 3, generator=gen(3), dtype=torch.float64, width=7,
-                       depth=depth)
-    a, d = (torch.randn(4, 5, generator=gen(n), dtype=torch.float64) for n in (4, 5))
-    u = torch.randn(4, 3, generator=gen(6), dtype=torch.float64)
-    _, pull = torch.func.vjp(s.potential, a)
-    torch.testing.assert_close(s(u, a), pull(u)[0], rtol=1e-13, atol=1e-13)
-    _, jd = torch.func.jvp(s.potential, (a,), (d,))
-    torch.testing.assert_close(s.directional(a, d), jd, rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(s.jacobian(a), torch.func.vmap(torch.func.jacrev(s.potential))(a),
-                               rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(s(1e4 * u, a), 1e4 * s(u, a))  # linear in the cotangent
-    uu = torch.randn(4, 2, 3, generator=gen(7), dtype=torch.float64)  # exact line integral
-    expect = torch.einsum("nco,no->nc", uu, s.potential(a + d) - s.potential(a))
-    torch.testing.assert_close(surrogate_line_integral(s, uu, a, d), expect)
-    j = make_surrogate("jacnet", 5, 3, generator=gen(8), dtype=torch.float64, width=8)
-    t = (torch.arange(2000, dtype=torch.float64) + 0.5) / 2000  # jacnet: Ĵ dα integrated once
-    riemann = (j(uu[None], (a[None] + t[:, None, None] * d[None])[:, :, None])
-               * d[None, :, None]).sum(-1).mean(0)
-    torch.testing.assert_close(surrogate_line_integral(j, uu, a, d), riemann, atol=1e-6, rtol=0)
-
-
-def test_nonlinear_defaults_restore_tanh_bias_at_every_cotangent_scale() -> None:
-    from gradsurrogate.restore import heldout_scales
-
-    linear = RestoreConfig()  # the linear profile is unchanged
-    assert (linear.surrogate, linear.budget, linear.optimizer, linear.schedule, linear.points,
-            linear.cotangent_dist, linear.k) == ("structured", 2.0, "sgd", "constant", 1,
-                                                 "gaussian", 16)
-    cfg = RestoreConfig(problem="tanh_bias", dim_in=6, dim_out=6, width=32, epochs=400)
-    assert (cfg.surrogate, cfg.budget, cfg.optimizer, cfg.schedule, cfg.cotangent_dist,
-            cfg.k) == ("gradnet", 50.0, "adam", "cosine", "basis", 1)
-    assert RestoreConfig(problem="tanh_bias", surrogate="jacnet").budget == 2.0
-    p, s = build_problem(cfg), build_surrogate(cfg)
-    res = restore(p, s, cfg, progress=False)
-    assert res.jvp_evals == 300 and res.info["bank_probes"] == 288
-    held = heldout_scales(p, s, points=64)
-    cos = [v["cosine"] for v in held.values()]
-    assert min(cos) >= 0.99 and max(cos) - min(cos) < 1e-6  # the same at 1e-2 .. 1e2
-    assert res.info["ls_cosine"] < 0.9  # the best constant Jacobian on the same probes
-    c2 = cfg.replace(target="integral")  # finite steps f(α + dα) - f(α) = h(α + dα) - h(α)
-    s2 = build_surrogate(c2)
-    res2 = restore(p, s2, c2, progress=False)
-    assert res2.f_evals == 2 * res2.jvp_evals
-    assert min(v["cosine"] for v in heldout_scales(p, s2, points=64).values()) >= 0.98

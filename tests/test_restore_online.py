@@ -12,6 +12,10 @@ from gradsurrogate.restore.online import ConvRestorer, OnlineRestorer
 from gradsurrogate.restore.report import loss_sign_flag
 
 
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
 def small_cnn() -> nn.Sequential:
     """Conv1d (plain), Conv1d (groups 2, stride 2, dilation 2, reflect padding), Conv2d (groups
     2, 'same' padding) and a Linear head; input (n, 2, 13)."""
@@ -119,3 +123,42 @@ def test_loss_sign_flag_fires_only_when_loss_rises_as_signs_improve() -> None:
                                     + [0.6 + 0.3 * k for k in range(12)]))
     assert drift is not None and drift["series"] == "rel_error"
     assert loss_sign_flag([]) is None
+
+
+def test_online_restorer_tracks_layers_without_reading_W_in_backward() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    rest = OnlineRestorer(model, loss="mse", dim_sample=1.0, lr=5e-2, steps=1, seed=0,
+                          method="sgd")
+    assert set(rest.restorers) == {"0", "2"}
+    assert all(isinstance(m.spec.weight, gs.Learned) for m in (model[0], model[2]))
+    x = torch.randn(16, 3, generator=gen(1))
+    model(x)
+    before = rest.metrics()["2"]["cosine"]
+    for _ in range(300):
+        rest.step()
+    after = rest.metrics()
+    assert after["2"]["cosine"] > 0.999 and after["0"]["cosine"] > 0.999 > before
+    assert rest.jvp_evals == 300 * 4 * (3 + 8)
+
+
+def test_online_restorer_rejects_a_bare_layer() -> None:
+    with pytest.raises(ValueError, match=r"bare layer \(Linear\).*nn.Sequential"):
+        OnlineRestorer(torch.nn.Linear(3, 2))
+    wrapped = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    rest = OnlineRestorer(wrapped)
+    assert set(rest.restorers) == {"0"} and isinstance(wrapped[0].spec.weight, gs.Learned)
+
+
+def test_online_least_squares_restores_the_current_weights_each_step() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    rest = OnlineRestorer(model, seed=0)  # default: lsq on fan_in probes per step
+    model(torch.randn(16, 3, generator=gen(1)))
+    rest.step()
+    assert all(m["rel_error"] < 1e-5 for m in rest.metrics().values())
+    with torch.no_grad():  # the weights move: the next step follows at once (no lag)
+        model[2].weight.add_(0.1)
+    drift = rest.step()["2"]
+    assert drift > 1e-2 and rest.metrics()["2"]["rel_error"] < 1e-5
+    assert rest.jvp_evals == 2 * (3 + 8)
