@@ -288,6 +288,17 @@ def _every_mode_spec():
     return specs
 
 
+def _outputs(models, inputs, autocast: torch.dtype | None = None) -> list[torch.Tensor]:
+    """Each model's output on ``inputs`` from the same RNG state (dropout draws alike), under
+    CPU autocast to ``autocast`` when given."""
+    outs = []
+    for m in models:
+        torch.manual_seed(7)
+        with torch.autocast("cpu", autocast or torch.bfloat16, enabled=autocast is not None):
+            outs.append(m(*inputs))
+    return outs
+
+
 @pytest.mark.parametrize("spec", _every_mode_spec(), ids=str)
 @pytest.mark.parametrize("name", ["decoder", "padding"])
 def test_autocast_bf16_every_mode(name, spec):
@@ -295,11 +306,7 @@ def test_autocast_bf16_every_mode(name, spec):
     bitwise; backward runs, parameter gradients are finite float32."""
     ref, (model, _) = _pair(name, spec)
     inputs = MODELS[name][1]()
-    outs = []
-    for m in (ref, model):
-        torch.manual_seed(7)
-        with torch.autocast("cpu", torch.bfloat16):
-            outs.append(m(*inputs))
+    outs = _outputs((ref, model), inputs, torch.bfloat16)
     assert outs[1].dtype == torch.bfloat16 and torch.equal(outs[0], outs[1])
     outs[1].float().square().mean().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -319,21 +326,14 @@ def test_half_precision_parameters_and_fp16_autocast(spec, dtype):
     ref, model = ref.to(dtype), model.to(dtype)
     assert all(b.dtype == dtype for b in model.buffers())
     inputs = MODELS[name][1]()
-    outs = []
-    for m in (ref, model):
-        torch.manual_seed(7)
-        outs.append(m(*inputs))
+    outs = _outputs((ref, model), inputs)
     assert outs[1].dtype == dtype and torch.equal(outs[0], outs[1])
     outs[1].float().square().mean().backward()
     assert all(p.grad.dtype == dtype and bool(p.grad.isfinite().all())
                for p in model.parameters() if p.grad is not None)
     if dtype == torch.float16:
         ref, (model, _) = _pair(name, spec)
-        outs = []
-        for m in (ref, model):
-            torch.manual_seed(7)
-            with torch.autocast("cpu", torch.float16):
-                outs.append(m(*inputs))
+        outs = _outputs((ref, model), inputs, torch.float16)
         assert outs[1].dtype == torch.float16 and torch.equal(outs[0], outs[1])
         outs[1].float().square().mean().backward()
         assert all(p.grad.dtype == torch.float32 and bool(p.grad.isfinite().all())
@@ -352,11 +352,7 @@ def test_dfa_autocast_bf16_and_attention_reported():
     for attn in ("encoder.self_attn", "decoder.self_attn", "decoder.multihead_attn"):
         assert "leaves its backward as it is" in handle.report.skipped[attn]
     inputs = MODELS["decoder"][1]()
-    outs = []
-    for m in (ref, model):
-        torch.manual_seed(7)
-        with torch.autocast("cpu", torch.bfloat16):
-            outs.append(m(*inputs))
+    outs = _outputs((ref, model), inputs, torch.bfloat16)
     assert torch.equal(outs[0], outs[1])
     outs[1].float().square().mean().backward()
     assert handle.feedback("decoder.linear1").shape == (4 * 11, 4, 8)  # (k, t, d)

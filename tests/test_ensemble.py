@@ -14,24 +14,33 @@ F64 = torch.float64
 STOCK = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
-def _members(e: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
+def _draw(e: int, g: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A (3, 4) weight and a (3,) bias per member, drawn from ``g``."""
     return [(torch.randn(3, 4, generator=g), torch.randn(3, generator=g)) for _ in range(e)]
+
+
+def _members(e: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return _draw(e, torch.Generator().manual_seed(seed))
+
+
+def _single_and_stacked(kind: str, lrs: list[float]):
+    """Each member as its own parameters with a stock optimizer, and all stacked with an
+    EnsembleOptimizer: (singles, stock, stacked, ens)."""
+    init = _members(len(lrs))
+    singles = [[nn.Parameter(w.clone()), nn.Parameter(b.clone())] for w, b in init]
+    stock = [STOCK[kind](p, lr=lr) for p, lr in zip(singles, lrs)]
+    stacked = [nn.Parameter(torch.stack([m[k] for m in init])) for k in range(2)]
+    return singles, stock, stacked, EnsembleOptimizer(stacked, lrs, kind)
 
 
 @pytest.mark.parametrize("kind", ["adam", "sgd"])
 @pytest.mark.parametrize("lrs", [[1e-2, 1e-2, 1e-2], [1e-2, 3e-3, 1e-2, 0.1]])
 def test_optimizer_is_bitwise_stock_torch_optim_per_member(kind, lrs):
     """Member e of the ensemble follows torch.optim.<kind>(lr=lrs[e]) on its own tensors."""
-    e = len(lrs)
-    init = _members(e)
-    singles = [[nn.Parameter(w.clone()), nn.Parameter(b.clone())] for w, b in init]
-    stock = [STOCK[kind](p, lr=lr) for p, lr in zip(singles, lrs)]
-    stacked = [nn.Parameter(torch.stack([m[k] for m in init])) for k in range(2)]
-    ens = EnsembleOptimizer(stacked, lrs, kind)
+    singles, stock, stacked, ens = _single_and_stacked(kind, lrs)
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
-        grads = [(torch.randn(3, 4, generator=g), torch.randn(3, generator=g)) for _ in range(e)]
+        grads = _draw(len(lrs), g)
         for params, opt, grad in zip(singles, stock, grads):
             for p, gp in zip(params, grad):
                 p.grad = gp.clone()
@@ -46,17 +55,13 @@ def test_optimizer_is_bitwise_stock_torch_optim_per_member(kind, lrs):
 def test_in_place_and_masked_updates_agree_bitwise_across_a_freeze():
     """Steps 1-2 take the in-place path (all active, one lr), steps 3-4 the masked one (member
     1 frozen): the active members still follow torch.optim.Adam bitwise, member 1 stays put."""
-    init = _members(3)
-    singles = [[nn.Parameter(w.clone()), nn.Parameter(b.clone())] for w, b in init]
-    stock = [torch.optim.Adam(p, lr=0.05) for p in singles]
-    stacked = [nn.Parameter(torch.stack([m[k] for m in init])) for k in range(2)]
-    ens = EnsembleOptimizer(stacked, [0.05] * 3, "adam")
+    singles, stock, stacked, ens = _single_and_stacked("adam", [0.05] * 3)
     g = torch.Generator().manual_seed(2)
     for step in range(4):
         if step == 2:
             ens.active[1] = False
             frozen = [p[1].clone() for p in stacked]
-        grads = [(torch.randn(3, 4, generator=g), torch.randn(3, generator=g)) for _ in range(3)]
+        grads = _draw(3, g)
         for m, (params, opt, grad) in enumerate(zip(singles, stock, grads)):
             if step < 2 or m != 1:
                 for p, gp in zip(params, grad):

@@ -8,7 +8,6 @@ import torch
 
 from gradsurrogate.restore import (
     RestoreConfig,
-    RestoreProblem,
     build_problem,
     build_surrogate,
     make_surrogate,
@@ -17,22 +16,8 @@ from gradsurrogate.restore import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: avoid thread-pool overhead on the shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def cfg_for(p: RestoreProblem, **settings) -> RestoreConfig:
-    """A config with the dims of problem ``p``."""
-    return RestoreConfig(dim_in=p.dim_in, dim_out=p.dim_out, **settings)
 
 
 def test_jacnet_surrogate_is_linear_in_the_cotangent_and_saves(tmp_path) -> None:

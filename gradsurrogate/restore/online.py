@@ -53,6 +53,16 @@ ONLINE_COTANGENTS = ("gaussian", "real")
 ONLINE_METHODS = ("lsq", "sgd")
 
 
+def _update(opt: torch.optim.Optimizer, loss: Tensor) -> float:
+    """One optimizer step on a restoration ``loss``; a non-finite loss raises."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"online restoration loss is {loss.item()}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 class LayerRestorer:
     """Restores ``B ≈ W`` (o, i) of one linear layer from probes of its forward map."""
 
@@ -112,12 +122,7 @@ class LayerRestorer:
             pred, y = equations(self.surrogate, u, alpha[:, None], dalpha,
                                 df.reshape(n, self.k, -1))
             loss = self.loss(pred, y)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"online restoration loss is {loss.item()}")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            total += loss.item()
+            total += _update(self.opt, loss)
         return total / self.steps
 
     def _lsq_step(self, x: Tensor) -> float:
@@ -255,12 +260,7 @@ class ConvRestorer:
             X, Y = self._probe(x)
             pred = X @ B.reshape(g, o // g, -1).transpose(1, 2)
             loss = ((pred - Y) ** 2).mean() / (Y ** 2).mean().clamp_min(1e-30)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"online restoration loss is {loss.item()}")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            total += loss.item()
+            total += _update(self.opt, loss)
         return total / self.steps
 
     def metrics(self) -> dict[str, float]:
@@ -296,21 +296,20 @@ class OnlineRestorer:
         gen = torch.Generator().manual_seed(seed)
 
         def spec_for(name: str, module: nn.Module) -> BackwardSpec | None:
-            if isinstance(module, _CONVS):
-                conv_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,),
-                                                                           generator=gen)))
-                c = ConvRestorer(module, oversample, lr, steps, target, initial_messup,
-                                 conv_gen, method)
-                self.restorers[name] = c
-                return BackwardSpec(weight=Learned(c.surrogate.feedback))
-            if not isinstance(module, nn.Linear):
+            if not isinstance(module, (nn.Linear, *_CONVS)):
                 return None
-            ds = dim_sample if isinstance(dim_sample, int) else max(
-                1, round(dim_sample * module.in_features))
+            # each layer's own stream, drawn from the seed in conversion order
             layer_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,),
                                                                         generator=gen)))
-            r = LayerRestorer(module, loss, ds, None, None, points, lr, steps, target,
-                              initial_messup, layer_gen, method)  # type: ignore[arg-type]
+            r: LayerRestorer | ConvRestorer
+            if isinstance(module, _CONVS):
+                r = ConvRestorer(module, oversample, lr, steps, target, initial_messup,
+                                 layer_gen, method)
+            else:
+                ds = dim_sample if isinstance(dim_sample, int) else max(
+                    1, round(dim_sample * module.in_features))
+                r = LayerRestorer(module, loss, ds, None, None, points, lr, steps, target,
+                                  initial_messup, layer_gen, method)  # type: ignore[arg-type]
             self.restorers[name] = r
             return BackwardSpec(weight=Learned(r.surrogate.feedback))
 

@@ -143,9 +143,13 @@ def report_table(records: Iterable[dict[str, Any]],
 
 def run_flags(store: RunStore, records: Iterable[dict[str, Any]]
               ) -> dict[str, dict[str, Any] | None]:
-    """:func:`loss_sign_flag` of every record's stored history (``None`` when it has none)."""
+    """:func:`loss_sign_flag` of every record: the flag it stores, or, for records written
+    before runs stored it, recomputed from its stored history (``None`` when it has none)."""
     out: dict[str, dict[str, Any] | None] = {}
     for rec in records:
+        if "loss_up_sign_up" in rec:
+            out[rec["run_id"]] = rec["loss_up_sign_up"]
+            continue
         path = store.out / HISTORY / f"{rec['run_id']}.json"
         try:
             history = json.loads(path.read_text())

@@ -53,6 +53,21 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype
     return torch.rand(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
 
 
+def _scaled_linears(sizes: list[int], initial_messup: float, generator: torch.Generator,
+                    dtype: torch.dtype, device: torch.device | str | None) -> list[nn.Linear]:
+    """``Linear(sizes[k], sizes[k+1])`` layers with weights ``N(0, 1/fan_in)`` from
+    ``generator`` (the last scaled by ``initial_messup``) and zero biases."""
+    layers = []
+    for n, (a, b) in enumerate(itertools.pairwise(sizes)):
+        lin = nn.Linear(a, b, dtype=dtype, device=device)
+        scale = (initial_messup if n == len(sizes) - 2 else 1.0) / math.sqrt(a)
+        with torch.no_grad():
+            lin.weight.copy_(scale * _randn((b, a), generator, dtype, device))
+            lin.bias.zero_()
+        layers.append(lin)
+    return layers
+
+
 class Surrogate(nn.Module):
     """Base class: ``forward(u (*, o), alpha (*, i)) -> (*, i)`` and ``jacobian``."""
 
@@ -230,12 +245,7 @@ class JacobianNet(Surrogate):
         self.structure = get_structure(structure, dim_in, dim_out, **structure_opts)
         sizes = [dim_in] + [width] * depth + [self.structure.n_raw]
         layers: list[nn.Module] = []
-        for n, (a, b) in enumerate(itertools.pairwise(sizes)):
-            lin = nn.Linear(a, b, dtype=dtype, device=device)
-            scale = (initial_messup if n == len(sizes) - 2 else 1.0) / math.sqrt(a)
-            with torch.no_grad():
-                lin.weight.copy_(scale * _randn((b, a), generator, dtype, device))
-                lin.bias.zero_()
+        for lin in _scaled_linears(sizes, initial_messup, generator, dtype, device):
             layers += [lin, nn.Tanh()]
         self.net = nn.Sequential(*layers[:-1])
 
@@ -284,22 +294,16 @@ class GradNet(Surrogate):
         dtype = torch.get_default_dtype() if dtype is None else dtype
         generator = generator or torch.Generator().manual_seed(0)
         sizes = [dim_in] + [width] * depth + [dim_out]
-        self.layers = nn.ModuleList()
-        for n, (a, b) in enumerate(itertools.pairwise(sizes)):
-            lin = nn.Linear(a, b, dtype=dtype, device=device)
-            scale = (initial_messup if n == len(sizes) - 2 else 1.0) / math.sqrt(a)
-            with torch.no_grad():
-                lin.weight.copy_(scale * _randn((b, a), generator, dtype, device))
-                lin.bias.zero_()
-            self.layers.append(lin)
+        self.layers = nn.ModuleList(_scaled_linears(sizes, initial_messup, generator, dtype,
+                                                    device))
 
     def potential(self, alpha: Tensor) -> Tensor:
         """``h_θ(α)``: (*, i) -> (*, o)."""
-        for lin in self.layers[:-1]:
-            alpha = torch.tanh(lin(alpha))
-        return self.layers[-1](alpha)
+        acts = self._hidden(alpha)
+        return self.layers[-1](acts[-1] if acts else alpha)
 
     def _hidden(self, alpha: Tensor) -> list[Tensor]:
+        """The hidden activations ``tanh(a_l)`` of ``h_θ`` at ``α``, first to last."""
         acts = []
         for lin in self.layers[:-1]:
             alpha = torch.tanh(lin(alpha))
