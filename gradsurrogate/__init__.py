@@ -38,6 +38,9 @@ from .diagnostics import (
 from .ensemble import EnsembleOptimizer, make_ensemble_optimizer
 from .functional import surrogate_conv, surrogate_conv2d, surrogate_linear
 from .layers import (
+    EnsembleSurrogateConv1d,
+    EnsembleSurrogateConv2d,
+    EnsembleSurrogateConv3d,
     EnsembleSurrogateLinear,
     SurrogateConv1d,
     SurrogateConv2d,
@@ -76,6 +79,9 @@ __all__ = [
     "DFASpec",
     "DirectFeedbackAlignment",
     "EnsembleOptimizer",
+    "EnsembleSurrogateConv1d",
+    "EnsembleSurrogateConv2d",
+    "EnsembleSurrogateConv3d",
     "EnsembleSurrogateLinear",
     "Exact",
     "Flip",

@@ -14,8 +14,6 @@ State (see :class:`SurrogateMixin`): a fixed feedback matrix is the persistent b
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,9 +22,11 @@ from torch import Tensor, nn
 from ._conv import surrogate_conv
 from .backward import BackwardSpec, FeedbackMode, Generators
 from .functional import Recorder, surrogate_linear
-from .registry import check_int
 
 __all__ = [
+    "EnsembleSurrogateConv1d",
+    "EnsembleSurrogateConv2d",
+    "EnsembleSurrogateConv3d",
     "EnsembleSurrogateLinear",
     "SurrogateConv1d",
     "SurrogateConv2d",
@@ -267,62 +267,13 @@ class SurrogateConv3d(_SurrogateConvNd, nn.Conv3d):
     _base = nn.Conv3d
 
 
-class EnsembleSurrogateLinear(SurrogateMixin):
-    """``e`` independent linear layers in one batched computation.
-
-    ``weight`` (e, o, i), ``bias`` (e, o); input (e, *, i) → output (e, *, o). Member ``k`` is
-    initialised like ``nn.Linear`` and, given one generator per member, draws its backward noise
-    from ``generator[k]`` — the same numbers as ``e`` separate :class:`SurrogateLinear` layers
-    seeded alike. Flip/blend parameters may be (e,) tensors (one value per member).
-    """
-
-    is_ensemble = True
-
-    def __init__(self, ensemble: int, in_features: int, out_features: int, bias: bool = True,
-                 spec: SpecLike | None = None, generator: Generators | int = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        super().__init__()
-        check_int(ensemble, "ensemble", low=1)
-        check_int(in_features, "in_features")
-        check_int(out_features, "out_features")
-        if isinstance(generator, Sequence) and len(generator) != ensemble:
-            raise ValueError(f"need one generator per member ({ensemble}); got {len(generator)}")
-        self.in_features, self.out_features, self.ensemble = in_features, out_features, ensemble
-        kw = dict(device=device, dtype=dtype)
-        self.weight = nn.Parameter(torch.empty(ensemble, out_features, in_features, **kw))
-        self.bias = nn.Parameter(torch.empty(ensemble, out_features, **kw)) if bias else None
-        self.reset_parameters()
-        self._init_surrogate(spec, generator)
-
-    def reset_parameters(self) -> None:
-        bound = 1 / math.sqrt(self.in_features)  # nn.Linear's kaiming_uniform(a=√5) bound
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
-
-    @classmethod
-    def from_linears(cls, layers: Sequence[nn.Linear], spec: SpecLike | None = None,
-                     generator: Generators | int = None) -> EnsembleSurrogateLinear:
-        """Stack the parameters of ``layers`` (copied) into one ensemble layer."""
-        if not layers:
-            raise ValueError("from_linears needs at least one nn.Linear layer; got none")
-        first = layers[0]
-        out = cls(len(layers), first.in_features, first.out_features, first.bias is not None,
-                  spec, generator, first.weight.device, first.weight.dtype)
-        with torch.no_grad():
-            out.weight.copy_(torch.stack([m.weight for m in layers]))
-            if out.bias is not None:
-                out.bias.copy_(torch.stack([m.bias for m in layers]))
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return surrogate_linear(x, self.weight, self.bias, self.spec, self.generator,
-                                self.feedback, self.recorder)
-
-    def extra_repr(self) -> str:
-        return (f"ensemble={self.ensemble}, in_features={self.in_features}, "
-                f"out_features={self.out_features}, bias={self.bias is not None}, spec={self.spec}")
-
+# The ensemble layers live in ._ensemble_layers (listed in __all__ above).
+from ._ensemble_layers import (  # noqa: E402
+    EnsembleSurrogateConv1d,
+    EnsembleSurrogateConv2d,
+    EnsembleSurrogateConv3d,
+    EnsembleSurrogateLinear,
+)
 
 # convert and the registry moved to .convert; still importable from here (not re-listed in
 # __all__: .convert owns them).

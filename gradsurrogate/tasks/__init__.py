@@ -27,7 +27,7 @@ to separate methods). ``sort-transformer`` 99.9 % per-token accuracy after 400 s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -51,6 +51,8 @@ FA_FAMILY: tuple[str, ...] = ("fa", "usf", "frsf", "brsf")
 
 DataFn = Callable[["XorConfig", torch.dtype, torch.device], tuple["XorData", "XorData"]]
 BuildFn = Callable[["XorConfig", torch.Generator, torch.dtype, torch.device], nn.Module]
+EnsembleFn = Callable[[Sequence["XorConfig"], Sequence[torch.Generator], torch.dtype,
+                       torch.device], nn.Module]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +80,19 @@ class Task:
     grid_depths: tuple[int, ...] = (2,)
     grid_feedback: tuple[str, ...] | None = None  # None: the FA family (+ DFA when available)
     published: str = ""
+    ensemble: EnsembleFn | None = None
+    example_floats: Callable[[XorConfig], int] | None = None
 
     @property
     def vectorised(self) -> bool:
-        """Runs of this task can share one ensemble (MLP tasks)."""
-        return self.mlp
+        """Runs of this task can share one ensemble (MLP tasks and those with ``ensemble``)."""
+        return self.mlp or self.ensemble is not None
+
+    def activation_floats(self, config: XorConfig) -> int:
+        """Floats of the widest activation per example (inputs included)."""
+        if self.example_floats is not None:
+            return self.example_floats(config)
+        return max(config.width, self.in_features)
 
 
 TASKS: dict[str, Task] = {}
@@ -149,7 +159,9 @@ register_task(Task(
     "mnist1d-cnn", "MNIST-1D, the authors' Conv1d network (stride-2 convs, ReLU, linear)",
     {**_MNIST1D, "depth": 3, "width": 25}, _lazy(".data", "mnist1d_split"),
     _lazy(".models", "build_cnn"), in_features=40, classes=10, max_train=4000,
-    max_test=1000, grid_depths=(3,), published="CNN 94% (MNIST-1D authors)"))
+    max_test=1000, grid_depths=(3,), published="CNN 94% (MNIST-1D authors)",
+    ensemble=_lazy(".models", "build_cnn_ensemble"),
+    example_floats=_lazy(".models", "cnn_example_floats")))
 register_task(Task(
     "digits-mlp", "sklearn digits (8x8 = 64 inputs, 10 classes), ReLU MLP",
     dict(depth=2, width=64, steps=1000, lr=0.01, batch_size=64, n_train=1437, n_test=360,

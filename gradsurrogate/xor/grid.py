@@ -42,7 +42,7 @@ PARAMETRISED = ("flip", "blend")
 MAX_GROUP = 320  #: most runs per vectorised ensemble by default (a 5-seed depth of the grid)
 KIND_GROUP = 64  #: most runs per one-kind ensemble (:func:`ensemble_chunks`; cache-sized)
 MIN_KIND = 16  #: a mode kind with fewer runs is pooled with others into mixed ensembles
-KIND_SPLIT_WORK = 8192  #: batch × width from which a group is split by mode kind
+KIND_SPLIT_WORK = 8192  #: batch × widest activation per example from which a group is split by kind
 
 
 def spec_for(target: str, mode: str, p: float | None = None) -> BackwardSpec:
@@ -215,7 +215,7 @@ def ensemble_chunks(configs: list[XorConfig], max_group: int = MAX_GROUP,
     size. One-kind ensembles skip the per-member dispatch of
     :class:`~gradsurrogate.backward.MemberModes` (an index_select/index_copy of every
     perturbed tensor), and ensembles of about 50 members keep a layer's weights and
-    activations in cache. Groups whose members are small (batch × width below
+    activations in cache. Groups whose members are small (batch × widest activation below
     :data:`KIND_SPLIT_WORK`) stay in :func:`chunk_configs`' chunks of ``max_group``: there the
     per-step Python overhead of each extra ensemble outweighs both. Measured (CPU time of the
     default grid at 60 steps, docs/benchmark.md): split by kind, MNIST-1D MLP (100 × 100)
@@ -229,7 +229,8 @@ def ensemble_chunks(configs: list[XorConfig], max_group: int = MAX_GROUP,
     out = []
     for group in groups.values():
         c0 = group[0]
-        if (c0.n_train if c0.full_batch else c0.batch_size) * c0.width < KIND_SPLIT_WORK:
+        batch = c0.n_train if c0.full_batch else c0.batch_size
+        if batch * get_task(c0.task).activation_floats(c0) < KIND_SPLIT_WORK:
             out += chunk_configs(group, max_group)  # small model: per-step overhead dominates
             continue
         kinds: dict[tuple[str, ...], list[XorConfig]] = {}
@@ -302,8 +303,8 @@ def _run_grid(configs: Sequence[XorConfig], store: RunStore, max_group: int, vec
 
 
 def can_vectorise(config: XorConfig) -> bool:
-    """Runs of MLP tasks stack into ensembles; other architectures, DFA and learned feedback
-    run one by one."""
+    """Runs of MLP tasks and of tasks with an ensemble builder (the MNIST-1D CNN) stack into
+    ensembles; the Transformer, DFA and learned feedback run one by one."""
     return get_task(config.task).vectorised and not config.model_level
 
 

@@ -1,10 +1,11 @@
-"""Train many runs of an MLP task in one batched computation (the vectorised path of grids and
+"""Train many runs of a task in one batched computation (the vectorised path of grids and
 sweeps).
 
 Runs that share :meth:`XorConfig.group_key` (task, architecture, steps, optimizer, batch size,
-set sizes) are stacked as members ``e`` of an :class:`EnsembleXorMLP`: data (e, n, d) (one
-shared (n, d) copy for tasks with fixed data), weights
-(e, o, i), per-member learning rates, seeds and backward modes. The total loss is the sum of the
+set sizes) are stacked as members ``e`` of one ensemble model (:class:`EnsembleXorMLP` for
+MLP tasks, the task's ``ensemble`` builder otherwise, e.g. the MNIST-1D CNN as grouped
+convolutions): data (e, n, d) (one shared (n, d) copy for tasks with fixed data), weights
+(e, ...), per-member learning rates, seeds and backward modes. The total loss is the sum of the
 members' mean cross-entropies, so each member's gradient is the one it would get alone; member
 ``e`` draws its init, batches and backward noise from its own seeds, giving the numbers of
 :func:`~gradsurrogate.xor.train.run_xor` (up to float rounding of batched kernels).
@@ -128,15 +129,18 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
         raise ValueError("DFA and learned-feedback runs cannot be vectorised (model-level "
                          "hooks); run them one by one (run_grid does)")
     if not task.vectorised:
-        raise ValueError(f"task {task.name!r} cannot be vectorised (only MLP tasks: "
+        raise ValueError(f"task {task.name!r} cannot be vectorised (only "
                          f"{', '.join(n for n, t in TASKS.items() if t.vectorised)}); run its "
                          "configs one by one (run_grid(..., vectorised=False) does)")
     train, test = _stack_data(configs, dtype, device)
-    params = [init_params(c.depth, c.width, generator(c.init_seed, "init"), dtype, device,
-                          task.in_features, task.classes) for c in configs]
     gens = [generator(c.noise_seed, "noise") for c in configs]
-    model = EnsembleXorMLP(params, [c.backward_spec() for c in configs], gens,
-                           task.activation)
+    if task.ensemble is not None:
+        model = task.ensemble(configs, gens, dtype, device)
+    else:
+        params = [init_params(c.depth, c.width, generator(c.init_seed, "init"), dtype, device,
+                              task.in_features, task.classes) for c in configs]
+        model = EnsembleXorMLP(params, [c.backward_spec() for c in configs], gens,
+                               task.activation)
     opt = EnsembleOptimizer(list(model.parameters()), [c.lr for c in configs], c0.optimizer)
     order = _Batches(configs)
     hist: dict[str, list[Tensor]] = {k: [] for k in CURVE_KEYS}
@@ -145,7 +149,7 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
     diverged_at = [None] * e
 
     # rows per evaluation block: activations (e, rows, width) of about EVAL_ELEMENTS floats
-    rows = max(1, EVAL_ELEMENTS // (e * max(c0.width, train.x.shape[-1])))
+    rows = max(1, EVAL_ELEMENTS // (e * max(task.activation_floats(c0), train.x.shape[-1])))
 
     def evaluate(data: XorData) -> tuple[Tensor, Tensor]:
         y = data.y.expand(e, -1) if data.y.dim() == 1 else data.y
