@@ -1,10 +1,12 @@
-"""Speed of a task's destroy grid: one run at a time vs vectorised ensembles (MLP tasks).
+"""Speed of a task's destroy grid: one run at a time vs vectorised ensembles (the MLP tasks
+and the MNIST-1D CNN).
 
 1. The same configs (the task's default grid: every target × {sign, flip p ∈ 10 values} ×
    5 seeds + exact + the FA family, shortened to ``--compare-steps``; DFA runs are left out
    as they run one by one on both paths) run one by one
-   (``torch.optim`` + ``SurrogateLinear``: what a user would write) and through ``run_grid``'s
-   vectorised path (``EnsembleXorMLP`` per group; DFA and non-MLP runs stay sequential), in
+   (``torch.optim`` + ``SurrogateLinear``/``SurrogateConv1d``: what a user would write) and
+   through ``run_grid``'s vectorised path (``EnsembleXorMLP``/``EnsembleMnist1dCNN`` per
+   group; DFA and Transformer runs stay sequential), in
    interleaved repeats; the table shows median wall and process CPU times (CPU time is
    what to compare on a shared, loaded machine), the speed-up (target ≥ 8×), the 1-minute
    load average and the largest difference in final test accuracy.
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     n_all = len(short)
     short = [c for c in short if can_vectorise(c)]  # the vectorised path; DFA stays sequential
     if not short:
-        raise SystemExit(f"task {args.task!r} has no vectorisable runs (not an MLP task)")
+        raise SystemExit(f"task {args.task!r} has no vectorisable runs (no ensemble model)")
     run_grid(short[:1], tempfile.mkdtemp(), wandb="disabled", progress=False)  # data, imports
     seq_t, vec_t, seq_cpu, vec_cpu = [], [], [], []
     sample = short[::args.sample] if args.sample > 1 else short
