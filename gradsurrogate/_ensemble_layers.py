@@ -18,11 +18,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.utils import _ntuple
 
-from ._conv import surrogate_conv
+from ._conv import PADDING_MODES, surrogate_conv
 from .backward import Generators
 from .functional import surrogate_linear
 from .layers import SpecLike, SurrogateMixin
-from .registry import check_int
+from .registry import check_choice, check_int
 
 __all__ = ["EnsembleSurrogateConv1d", "EnsembleSurrogateConv2d", "EnsembleSurrogateConv3d",
            "EnsembleSurrogateLinear"]
@@ -32,6 +32,24 @@ def _check_members(ensemble: int, generator: Generators | int) -> None:
     check_int(ensemble, "ensemble", low=1)
     if isinstance(generator, Sequence) and len(generator) != ensemble:
         raise ValueError(f"need one generator per member ({ensemble}); got {len(generator)}")
+
+
+def _check_alike(layers: Sequence[nn.Module], kind: type[nn.Module],
+                 fields: tuple[str, ...]) -> None:
+    """Every layer a ``kind`` with the same ``fields`` as the first (ValueError naming the
+    first member and field that differ)."""
+    for k, m in enumerate(layers):
+        if not isinstance(m, kind):
+            raise ValueError(f"member {k} is a {type(m).__name__}; every member must be an "
+                             f"nn.{kind.__name__}")
+        for name in fields:
+            if getattr(m, name) != getattr(layers[0], name):
+                raise ValueError(f"member {k} has {name}={getattr(m, name)!r}, member 0 has "
+                                 f"{getattr(layers[0], name)!r}: an ensemble's layers must "
+                                 f"agree in {', '.join(fields)}")
+        if (m.bias is None) != (layers[0].bias is None):
+            raise ValueError(f"member {k} {'has no' if m.bias is None else 'has a'} bias, "
+                             f"member 0 {'has' if m.bias is None else 'has none'}")
 
 
 def _stacked(out: SurrogateMixin, layers: Sequence[nn.Module], spec: SpecLike | None,
@@ -79,10 +97,13 @@ class EnsembleSurrogateLinear(SurrogateMixin):
     @classmethod
     def from_linears(cls, layers: Sequence[nn.Linear], spec: SpecLike | None = None,
                      generator: Generators | int = None) -> EnsembleSurrogateLinear:
-        """Stack the parameters of ``layers`` (copied) into one ensemble layer."""
+        """Stack the parameters of ``layers`` (``nn.Linear`` of one shape, copied) into one
+        ensemble layer, built on the meta device: no random numbers are drawn but the feedback
+        state (from ``generator``; ``None``: the global RNG)."""
         if not layers:
             raise ValueError("from_linears needs at least one nn.Linear layer; got none")
         _check_members(len(layers), generator)
+        _check_alike(layers, nn.Linear, ("in_features", "out_features"))
         first = layers[0]
         out = cls(len(layers), first.in_features, first.out_features, first.bias is not None,
                   None, None, "meta", first.weight.dtype)
@@ -120,7 +141,13 @@ class _EnsembleSurrogateConvNd(SurrogateMixin):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")
+        check_choice(padding_mode, PADDING_MODES, "padding_mode")
         tup = _ntuple(self.dim)
+        if isinstance(padding, str):
+            check_choice(padding, ("same", "valid"), "string padding")
+            if padding == "same" and any(v != 1 for v in tup(stride)):
+                raise ValueError(f"padding='same' needs stride 1 (as in torch); got stride "
+                                 f"{stride}")
         self.ensemble, self.in_channels, self.out_channels = ensemble, in_channels, out_channels
         self.kernel_size, self.stride = tuple(tup(kernel_size)), tuple(tup(stride))
         self.padding = padding if isinstance(padding, str) else tuple(tup(padding))
@@ -142,19 +169,20 @@ class _EnsembleSurrogateConvNd(SurrogateMixin):
     @classmethod
     def from_convs(cls, layers: Sequence[nn.Module], spec: SpecLike | None = None,
                    generator: Generators | int = None) -> _EnsembleSurrogateConvNd:
-        """Stack the parameters of ``layers`` (``nn.ConvNd`` of one shape, copied)."""
+        """Stack the parameters of ``layers`` (``nn.Conv{dim}d`` of one configuration, copied;
+        built on the meta device, so no random numbers are drawn but the feedback state)."""
         if not layers:
             raise ValueError("from_convs needs at least one convolution; got none")
         _check_members(len(layers), generator)
+        torch_conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[cls.dim]
+        _check_alike(layers, torch_conv, ("in_channels", "out_channels", "kernel_size",
+                                          "stride", "padding", "dilation", "groups",
+                                          "padding_mode"))
         f = layers[0]
         out = cls(len(layers), f.in_channels, f.out_channels, f.kernel_size, f.stride,
                   f.padding, f.dilation, f.groups, f.bias is not None, None, None, "meta",
                   f.weight.dtype, f.padding_mode)
-        out.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]).clone())
-        if f.bias is not None:
-            out.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone())
-        out.set_spec(spec, generator)
-        return out
+        return _stacked(out, layers, spec, generator)
 
     def forward(self, x: Tensor) -> Tensor:
         return surrogate_conv(x, self.weight, self.bias, self.spec, self.generator,
@@ -164,7 +192,9 @@ class _EnsembleSurrogateConvNd(SurrogateMixin):
     def extra_repr(self) -> str:
         return (f"ensemble={self.ensemble}, {self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"groups={self.groups}, bias={self.bias is not None}, spec={self.spec}")
+                f"dilation={self.dilation}, groups={self.groups}, "
+                f"bias={self.bias is not None}, padding_mode={self.padding_mode}, "
+                f"spec={self.spec}")
 
 
 class EnsembleSurrogateConv1d(_EnsembleSurrogateConvNd):

@@ -63,7 +63,14 @@ class Task:
     :class:`~gradsurrogate.xor.model.EnsembleXorMLP` can vectorise (``in_features``,
     ``classes``, ``activation``); ``fixed_data``: the data do not depend on the data seed (one
     copy shared by every ensemble member; the data seed still orders the minibatches);
-    ``max_train``/``max_test``: set sizes available; ``published``: the reference number."""
+    ``max_train``/``max_test``: set sizes available; ``published``: the reference number;
+    ``ensemble(configs, generators, dtype, device)``: the runs of one group as one ensemble
+    model (input (e, n, ...) or shared (n, ...) → logits (e, n, classes); member ``k``
+    initialised as ``build`` initialises run ``k``, drawing its noise from
+    ``generators[k]``), for vectorisable tasks other than the MLPs (which
+    :class:`~gradsurrogate.xor.model.EnsembleXorMLP` stacks); ``example_floats(config)``:
+    the floats of the widest hidden activation per example (sizes evaluation blocks and
+    decides whether a group splits by mode kind; default ``width``)."""
 
     name: str
     description: str
@@ -89,10 +96,10 @@ class Task:
         return self.mlp or self.ensemble is not None
 
     def activation_floats(self, config: XorConfig) -> int:
-        """Floats of the widest activation per example (inputs included)."""
+        """Floats of the widest hidden activation per example (an MLP's ``width``)."""
         if self.example_floats is not None:
             return self.example_floats(config)
-        return max(config.width, self.in_features)
+        return config.width
 
 
 TASKS: dict[str, Task] = {}
