@@ -39,7 +39,7 @@ def test_ensemble_conv_matches_its_members(dim, e, n, groups, kernel, stride, di
         stride = 1
     if mode != "zeros" and padding == 0:
         mode = "zeros"
-    c, o, size = 2 * groups, 2 * groups, 5 if dim < 3 else 4
+    c, o, size = 2 * groups, 2 * groups, 5
     kw = dict(stride=stride, dilation=dilation, padding=padding, groups=groups, bias=bias,
               padding_mode=mode)
     singles, ens = _pair(dim, e, c, o, kernel, spec, **kw)
