@@ -18,7 +18,8 @@ examples at step 0 and every 250 steps):
 
 The last row bounds any vectorisation on this machine: ``one by one / vectorised by hand`` is
 the speed-up a perfect implementation of our vectorised path could show. Repeats are
-interleaved; the table shows medians and the range over repeats.
+interleaved; the table shows medians and the range over repeats, in process CPU time (robust
+on a shared machine) and wall time (what ``--threads 2`` on 2 cores buys).
 
     .venv/bin/python benchmarks/ensemble_floor.py [--members 50] [--steps 500] [--repeats 3]
         [--sample 5] [--threads 1]
@@ -91,10 +92,10 @@ def _sequential_forward(lin: list[nn.Linear], p: Tensor, gens: list[torch.Genera
     return h
 
 
-def plain_one_by_one(ps: list[float], steps: int) -> float:
-    """CPU seconds per run and step of a plain nn.Sequential loop, run after run."""
+def plain_one_by_one(ps: list[float], steps: int) -> tuple[float, float]:
+    """(CPU, wall) seconds per run and step of a plain nn.Sequential loop, run after run."""
     x_all, y_all = _data(1)
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     for k, p in enumerate(ps):
         torch.manual_seed(k)
         gens = [torch.Generator().manual_seed(k)]
@@ -112,11 +113,13 @@ def plain_one_by_one(ps: list[float], steps: int) -> float:
             loss.backward()
             opt.step()
         _evaluate(forward, x_all[0], y_all[0])
-    return (time.process_time() - cpu) / (len(ps) * steps)
+    n = len(ps) * steps
+    return (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
 
 
-def plain_vectorised(ps: list[float], steps: int) -> float:
-    """CPU seconds per member and step of the same runs as one hand-written bmm ensemble."""
+def plain_vectorised(ps: list[float], steps: int) -> tuple[float, float]:
+    """(CPU, wall) seconds per member and step of the same runs as one hand-written bmm
+    ensemble."""
     e = len(ps)
     x_all, y_all = _data(e)
     gens = [torch.Generator().manual_seed(k) for k in range(e)]
@@ -132,7 +135,7 @@ def plain_vectorised(ps: list[float], steps: int) -> float:
                 h = _Flip.apply(torch.relu(h), pt, gens)
         return h
 
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     for step in range(steps):
         if step % EVAL_EVERY == 0:
             _evaluate(forward, x_all, y_all)
@@ -144,7 +147,8 @@ def plain_vectorised(ps: list[float], steps: int) -> float:
         loss.backward()
         opt.step()
     _evaluate(forward, x_all, y_all)
-    return (time.process_time() - cpu) / (e * steps)
+    n = e * steps
+    return (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
 
 
 def _configs(ps: list[float], steps: int) -> list[XorConfig]:
@@ -152,19 +156,21 @@ def _configs(ps: list[float], steps: int) -> list[XorConfig]:
     return [base.replace(spec=f"grad_input=flip:{p:g}", seed=k) for k, p in enumerate(ps)]
 
 
-def ours_one_by_one(ps: list[float], steps: int) -> float:
+def ours_one_by_one(ps: list[float], steps: int) -> tuple[float, float]:
     configs = _configs(ps, steps)
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     for c in configs:
         run_xor(c)
-    return (time.process_time() - cpu) / (len(ps) * steps)
+    n = len(ps) * steps
+    return (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
 
 
-def ours_vectorised(ps: list[float], steps: int) -> float:
+def ours_vectorised(ps: list[float], steps: int) -> tuple[float, float]:
     configs = _configs(ps, steps)
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     run_ensemble(configs, progress=False)
-    return (time.process_time() - cpu) / (len(ps) * steps)
+    n = len(ps) * steps
+    return (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     ps = [k / (args.members - 1) for k in range(args.members)] if args.members > 1 else [0.3]
     sample = ps[:: max(1, len(ps) // args.sample)][: args.sample]
-    paths: dict[str, tuple[Callable[[list[float], int], float], list[float]]] = {
+    paths: dict[str, tuple[Callable[[list[float], int], tuple[float, float]], list[float]]] = {
         "ours, one by one": (ours_one_by_one, sample),
         "ours, vectorised": (ours_vectorised, ps),
         "plain torch, one by one": (plain_one_by_one, sample),
@@ -187,28 +193,34 @@ def main(argv: list[str] | None = None) -> int:
     }
     for fn, runs in paths.values():  # warm-up: data, imports, kernels
         fn(runs[:2], 5)
-    times: dict[str, list[float]] = {k: [] for k in paths}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
     load = [os.getloadavg()[0]]
     for _ in range(args.repeats):  # interleaved
         for name, (fn, runs) in paths.items():
             times[name].append(fn(runs, args.steps))
         load.append(os.getloadavg()[0])
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base = med["ours, one by one"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); MNIST-1D MLP "
           f"shapes, grad_input=flip, {args.members} members, {args.steps} steps, "
           f"{args.repeats} interleaved repeats (medians, range); one-by-one rows time "
           f"{len(sample)} runs; 1-min load {min(load):.1f}-{max(load):.1f} on "
           f"{os.cpu_count()} cores\n")
-    print("| path | CPU ms per member and step | ours one by one ÷ this |")
-    print("|---|---|---|")
+    print("| path | CPU ms per member and step | wall ms per member and step | "
+          "ours one by one ÷ this (CPU / wall) |")
+    print("|---|---|---|---|")
+    med = {k: [statistics.median(t[i] for t in v) for i in range(2)] for k, v in times.items()}
+    base = med["ours, one by one"]
     for name, v in times.items():
-        print(f"| {name} | {med[name] * 1e3:.3f} [{min(v) * 1e3:.3f}, {max(v) * 1e3:.3f}] | "
-              f"{base / med[name]:.2f}× |")
+        cells = [f"{med[name][i] * 1e3:.3f} [{min(t[i] for t in v) * 1e3:.3f}, "
+                 f"{max(t[i] for t in v) * 1e3:.3f}]" for i in range(2)]
+        print(f"| {name} | {cells[0]} | {cells[1]} | {base[0] / med[name][0]:.2f}× / "
+              f"{base[1] / med[name][1]:.2f}× |")
+    plain = [med["plain torch, one by one"][i] / med["plain torch, vectorised by hand"][i]
+             for i in range(2)]
+    ours = [med["ours, vectorised"][i] / med["plain torch, vectorised by hand"][i]
+            for i in range(2)]
     print(f"\nceiling of any vectorisation here (plain one by one ÷ plain vectorised): "
-          f"{med['plain torch, one by one'] / med['plain torch, vectorised by hand']:.2f}×; "
-          f"ours vectorised ÷ plain vectorised: "
-          f"{med['ours, vectorised'] / med['plain torch, vectorised by hand']:.2f}×")
+          f"{plain[0]:.2f}× CPU, {plain[1]:.2f}× wall; ours vectorised ÷ plain vectorised: "
+          f"{ours[0]:.2f}× CPU, {ours[1]:.2f}× wall")
     return 0
 
 
