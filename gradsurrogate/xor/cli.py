@@ -214,7 +214,7 @@ def grid_parser(prog: str = "gradsurrogate xor-grid") -> argparse.ArgumentParser
         prog=prog, allow_abbrev=False,
         description="Run targets x modes x p x depths x seeds (+ the feedback family) of a "
                     "task (--task; default xor), vectorised where the task allows (MLP "
-                    "tasks); re-running skips "
+                    "tasks and the MNIST-1D CNN); re-running skips "
                     "finished runs; writes OUT/report.md and figures at the end. Sub-seeds "
                     "given with --data-seed/--init-seed/--noise-seed stay fixed in every run; "
                     "the others follow each of --seeds.")
