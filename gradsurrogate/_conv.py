@@ -86,31 +86,32 @@ class ConvOp(LayerOp):
     def grad_bias(self, g: Tensor, ensemble: bool) -> Tensor:
         return g.sum(dim=(int(ensemble), *range(2 + ensemble, g.dim())))
 
+    def _backward(self, g: Tensor, x: Tensor, w: Tensor, ensemble: bool,
+                  mask: tuple[bool, bool, bool]) -> tuple[Tensor | None, ...]:
+        """``aten.convolution_backward`` (input, weight, bias gradients as ``mask`` asks);
+        an ensemble runs as one grouped call and its results come back per member."""
+        e = w.shape[0] if ensemble else 1
+        if ensemble:
+            g, x, w = _to_groups(g), _to_groups(x), w.flatten(0, 1)
+        gi, gw, gb = torch.ops.aten.convolution_backward(
+            g, x, w, [w.shape[0]] if mask[2] else None, self.stride, self.padding,
+            self.dilation, False, [0] * self.dim, self.groups * e, mask)
+        if ensemble:
+            gi = None if gi is None else _from_groups(gi, e)
+            gw = None if gw is None else gw.unflatten(0, (e, -1))
+            gb = None if gb is None else gb.unflatten(0, (e, -1))
+        return gi, gw, gb
+
     def grads(self, g: Tensor, x: Tensor, w: Tensor, need_bias: bool,
               ensemble: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """All three from one ``convolution_backward`` (as autograd's own conv backward): the
         input gradient through ``w``, the weight gradient from ``x`` (it reads only ``w``'s
         shape), the bias gradient from ``g``."""
-        e = w.shape[0] if ensemble else 1
-        if ensemble:
-            g, x, w = _to_groups(g), _to_groups(x), w.flatten(0, 1)
-        gi, gw, gb = torch.ops.aten.convolution_backward(
-            g, x, w, [w.shape[0]] if need_bias else None, self.stride, self.padding,
-            self.dilation, False, [0] * self.dim, self.groups * e, (True, True, need_bias))
-        if ensemble:
-            gi, gw = _from_groups(gi, e), gw.unflatten(0, (e, -1))
-            gb = None if gb is None else gb.unflatten(0, (e, -1))
-        return gi, gw, gb
+        return self._backward(g, x, w, ensemble, (True, True, need_bias))
 
     def grad_bias_at(self, g: Tensor, x: Tensor, w: Tensor, ensemble: bool) -> Tensor:
         """torch's own bias reduction (``convolution_backward``, bias only): bitwise autograd's."""
-        e = w.shape[0] if ensemble else 1
-        if ensemble:
-            g, x, w = _to_groups(g), _to_groups(x), w.flatten(0, 1)
-        gb = torch.ops.aten.convolution_backward(
-            g, x.to(g.dtype), w.to(g.dtype), [w.shape[0]], self.stride, self.padding,
-            self.dilation, False, [0] * self.dim, self.groups * e, (False, False, True))[2]
-        return gb.unflatten(0, (e, -1)) if ensemble else gb
+        return self._backward(g, x.to(g.dtype), w.to(g.dtype), ensemble, (False, False, True))[2]
 
     def broadcast_bias(self, b: Tensor, y: Tensor, ensemble: bool) -> Tensor:
         # (o,) against (n, o, *spatial); (e, o) against (e, n, o, *spatial)

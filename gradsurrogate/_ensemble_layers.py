@@ -63,7 +63,23 @@ def _stacked(out: SurrogateMixin, layers: Sequence[nn.Module], spec: SpecLike | 
     return out
 
 
-class EnsembleSurrogateLinear(SurrogateMixin):
+class _EnsembleLayer(SurrogateMixin):
+    """Shared by the ensemble layers: parameters with the members in dim 0, each member
+    initialised like its torch layer."""
+
+    is_ensemble = True
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's / nn.ConvNd's kaiming_uniform(a=√5) bound 1/√fan_in, per member
+        bound = 1 / math.sqrt(self.weight[0, 0].numel())
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+
+class EnsembleSurrogateLinear(_EnsembleLayer):
     """``e`` independent linear layers in one batched computation.
 
     ``weight`` (e, o, i), ``bias`` (e, o); input (e, *, i) → output (e, *, o). Member ``k`` is
@@ -71,8 +87,6 @@ class EnsembleSurrogateLinear(SurrogateMixin):
     from ``generator[k]`` — the same numbers as ``e`` separate :class:`SurrogateLinear` layers
     seeded alike. Flip/blend parameters may be (e,) tensors (one value per member).
     """
-
-    is_ensemble = True
 
     def __init__(self, ensemble: int, in_features: int, out_features: int, bias: bool = True,
                  spec: SpecLike | None = None, generator: Generators | int = None,
@@ -87,12 +101,6 @@ class EnsembleSurrogateLinear(SurrogateMixin):
         self.bias = nn.Parameter(torch.empty(ensemble, out_features, **kw)) if bias else None
         self.reset_parameters()
         self._init_surrogate(spec, generator)
-
-    def reset_parameters(self) -> None:
-        bound = 1 / math.sqrt(self.in_features)  # nn.Linear's kaiming_uniform(a=√5) bound
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
 
     @classmethod
     def from_linears(cls, layers: Sequence[nn.Linear], spec: SpecLike | None = None,
@@ -118,13 +126,12 @@ class EnsembleSurrogateLinear(SurrogateMixin):
                 f"out_features={self.out_features}, bias={self.bias is not None}, spec={self.spec}")
 
 
-class _EnsembleSurrogateConvNd(SurrogateMixin):
+class _EnsembleSurrogateConvNd(_EnsembleLayer):
     """``e`` independent ``nn.ConvNd`` layers: ``weight`` (e, o, c/groups, *kernel), ``bias``
     (e, o); input (e, n, c, *spatial) → output (e, n, o, *spatial'). Arguments as
     ``nn.ConvNd`` (every padding and padding mode), computed as one convolution with
     ``e·groups`` groups."""
 
-    is_ensemble = True
     dim: ClassVar[int]
 
     def __init__(self, ensemble: int, in_channels: int, out_channels: int,
@@ -158,13 +165,6 @@ class _EnsembleSurrogateConvNd(SurrogateMixin):
         self.bias = nn.Parameter(torch.empty(ensemble, out_channels, **kw)) if bias else None
         self.reset_parameters()
         self._init_surrogate(spec, generator)
-
-    def reset_parameters(self) -> None:
-        # nn.ConvNd's kaiming_uniform(a=√5) bound, per member
-        bound = 1 / math.sqrt(self.weight[0, 0].numel())
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
 
     @classmethod
     def from_convs(cls, layers: Sequence[nn.Module], spec: SpecLike | None = None,

@@ -33,6 +33,18 @@ def _single_and_stacked(kind: str, lrs: list[float]):
     return singles, stock, stacked, EnsembleOptimizer(stacked, lrs, kind)
 
 
+def _step_both(grads, singles, stock, stacked, ens, stepped) -> None:
+    """One step with ``grads`` (per member): the stock optimizers of the members in
+    ``stepped``, and the ensemble optimizer on the stacked gradients of all members."""
+    for m in stepped:
+        for p, gp in zip(singles[m], grads[m]):
+            p.grad = gp.clone()
+        stock[m].step()
+    for k, p in enumerate(stacked):
+        p.grad = torch.stack([grad[k] for grad in grads])
+    ens.step()
+
+
 @pytest.mark.parametrize("kind", ["adam", "sgd"])
 @pytest.mark.parametrize("lrs", [[1e-2, 1e-2, 1e-2], [1e-2, 3e-3, 1e-2, 0.1]])
 def test_optimizer_is_bitwise_stock_torch_optim_per_member(kind, lrs):
@@ -40,14 +52,7 @@ def test_optimizer_is_bitwise_stock_torch_optim_per_member(kind, lrs):
     singles, stock, stacked, ens = _single_and_stacked(kind, lrs)
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
-        grads = _draw(len(lrs), g)
-        for params, opt, grad in zip(singles, stock, grads):
-            for p, gp in zip(params, grad):
-                p.grad = gp.clone()
-            opt.step()
-        for k, p in enumerate(stacked):
-            p.grad = torch.stack([grad[k] for grad in grads])
-        ens.step()
+        _step_both(_draw(len(lrs), g), singles, stock, stacked, ens, range(len(lrs)))
         for m, params in enumerate(singles):
             assert torch.equal(stacked[0][m], params[0]) and torch.equal(stacked[1][m], params[1])
 
@@ -61,15 +66,7 @@ def test_in_place_and_masked_updates_agree_bitwise_across_a_freeze():
         if step == 2:
             ens.active[1] = False
             frozen = [p[1].clone() for p in stacked]
-        grads = _draw(3, g)
-        for m, (params, opt, grad) in enumerate(zip(singles, stock, grads)):
-            if step < 2 or m != 1:
-                for p, gp in zip(params, grad):
-                    p.grad = gp.clone()
-                opt.step()
-        for k, p in enumerate(stacked):
-            p.grad = torch.stack([grad[k] for grad in grads])
-        ens.step()
+        _step_both(_draw(3, g), singles, stock, stacked, ens, (0, 1, 2) if step < 2 else (0, 2))
     for m in (0, 2):
         assert all(torch.equal(stacked[k][m], singles[m][k]) for k in range(2))
     assert all(torch.equal(stacked[k][1], frozen[k]) for k in range(2))

@@ -67,8 +67,8 @@ class Task:
     ``ensemble(configs, generators, dtype, device)``: the runs of one group as one ensemble
     model (input (e, n, ...) or shared (n, ...) → logits (e, n, classes); member ``k``
     initialised as ``build`` initialises run ``k``, drawing its noise from
-    ``generators[k]``), for vectorisable tasks other than the MLPs (which
-    :class:`~gradsurrogate.xor.model.EnsembleXorMLP` stacks); ``example_floats(config)``:
+    ``generators[k]``; :func:`mlp_ensemble` for the MLP tasks), ``None`` for a task that
+    runs one config at a time; ``example_floats(config)``:
     the floats of the widest hidden activation per example (sizes evaluation blocks and
     decides whether a group splits by mode kind; default ``width``)."""
 
@@ -92,8 +92,8 @@ class Task:
 
     @property
     def vectorised(self) -> bool:
-        """Runs of this task can share one ensemble (MLP tasks and those with ``ensemble``)."""
-        return self.mlp or self.ensemble is not None
+        """Runs of this task can share one ensemble (it has an ``ensemble`` builder)."""
+        return self.ensemble is not None
 
     def activation_floats(self, config: XorConfig) -> int:
         """Floats of the widest hidden activation per example (an MLP's ``width``)."""
@@ -139,6 +139,20 @@ def mlp_builder(config: XorConfig, noise: torch.Generator, dtype: torch.dtype,
     return XorMLP(params, config.backward_spec(), noise, task.activation)
 
 
+def mlp_ensemble(configs: Sequence[XorConfig], generators: Sequence[torch.Generator],
+                 dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """The MLPs of ``configs`` (one group) as one :class:`~..xor.model.EnsembleXorMLP`, member
+    ``k`` initialised as :func:`mlp_builder` initialises run ``k``."""
+    from ..xor.data import generator
+    from ..xor.model import EnsembleXorMLP, init_params
+
+    task = get_task(configs[0].task)
+    params = [init_params(c.depth, c.width, generator(c.init_seed, "init"), dtype, device,
+                          task.in_features, task.classes) for c in configs]
+    return EnsembleXorMLP(params, [c.backward_spec() for c in configs], generators,
+                          task.activation)
+
+
 def _lazy(module: str, name: str) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         import importlib
@@ -156,12 +170,14 @@ register_task(Task(
     "xor", "Gaussian XOR (2 inputs, 2 classes), Linear+GELU MLP",
     dict(depth=2, width=16, steps=600, lr=0.01, batch_size=64, n_train=512, n_test=2048,
          eval_every=25, diag_every=100),
-    _xor_data, mlp_builder, mlp=True, in_features=2, classes=2, activation="gelu",
-    fixed_data=False, grid_depths=(2, 4), grid_feedback=(), published="Bayes accuracy"))
+    _xor_data, mlp_builder, mlp=True, ensemble=mlp_ensemble, in_features=2, classes=2,
+    activation="gelu", fixed_data=False, grid_depths=(2, 4), grid_feedback=(),
+    published="Bayes accuracy"))
 register_task(Task(
     "mnist1d-mlp", "MNIST-1D (40 inputs, 10 classes), the authors' ReLU MLP",
-    _MNIST1D, _lazy(".data", "mnist1d_split"), mlp_builder, mlp=True, in_features=40,
-    classes=10, max_train=4000, max_test=1000, published="MLP 68% (MNIST-1D authors)"))
+    _MNIST1D, _lazy(".data", "mnist1d_split"), mlp_builder, mlp=True, ensemble=mlp_ensemble,
+    in_features=40, classes=10, max_train=4000, max_test=1000,
+    published="MLP 68% (MNIST-1D authors)"))
 register_task(Task(
     "mnist1d-cnn", "MNIST-1D, the authors' Conv1d network (stride-2 convs, ReLU, linear)",
     {**_MNIST1D, "depth": 3, "width": 25}, _lazy(".data", "mnist1d_split"),
@@ -173,8 +189,9 @@ register_task(Task(
     "digits-mlp", "sklearn digits (8x8 = 64 inputs, 10 classes), ReLU MLP",
     dict(depth=2, width=64, steps=1000, lr=0.01, batch_size=64, n_train=1437, n_test=360,
          eval_every=50, diag_every=250),
-    _lazy(".data", "digits_split"), mlp_builder, mlp=True, in_features=64, classes=10,
-    max_train=1437, max_test=360, published="none (easy: a frozen random MLP + readout 92%)"))
+    _lazy(".data", "digits_split"), mlp_builder, mlp=True, ensemble=mlp_ensemble,
+    in_features=64, classes=10, max_train=1437, max_test=360,
+    published="none (easy: a frozen random MLP + readout 92%)"))
 register_task(Task(
     "sort-transformer", "sort 8 digits (per-token classes) with a Transformer encoder",
     dict(depth=2, width=32, steps=400, lr=0.003, batch_size=64, n_train=4000, n_test=1000,

@@ -2,9 +2,9 @@
 sweeps).
 
 Runs that share :meth:`XorConfig.group_key` (task, architecture, steps, optimizer, batch size,
-set sizes) are stacked as members ``e`` of one ensemble model (:class:`EnsembleXorMLP` for
-MLP tasks, the task's ``ensemble`` builder otherwise, e.g. the MNIST-1D CNN as grouped
-convolutions): data (e, n, d) (one shared (n, d) copy for tasks with fixed data), weights
+set sizes) are stacked as members ``e`` of one ensemble model, built by the task's
+``ensemble`` builder (:class:`~.model.EnsembleXorMLP` for MLP tasks, the MNIST-1D CNN as
+grouped convolutions): data (e, n, d) (one shared (n, d) copy for tasks with fixed data), weights
 (e, ...), per-member learning rates, seeds and backward modes. The total loss is the sum of the
 members' mean cross-entropies, so each member's gradient is the one it would get alone; member
 ``e`` draws its init, batches and backward noise from its own seeds, giving the numbers of
@@ -30,7 +30,6 @@ from ..ensemble import EnsembleOptimizer
 from ..tasks import TASKS, get_task
 from .config import XorConfig
 from .data import XorData, generator
-from .model import EnsembleXorMLP, init_params
 from .record import (
     CURVE_KEYS,
     boundary_grid,
@@ -134,13 +133,7 @@ def run_ensemble(configs: Sequence[XorConfig], device: torch.device | str | None
                          "configs one by one (run_grid(..., vectorised=False) does)")
     train, test = _stack_data(configs, dtype, device)
     gens = [generator(c.noise_seed, "noise") for c in configs]
-    if task.ensemble is not None:
-        model = task.ensemble(configs, gens, dtype, device)
-    else:
-        params = [init_params(c.depth, c.width, generator(c.init_seed, "init"), dtype, device,
-                              task.in_features, task.classes) for c in configs]
-        model = EnsembleXorMLP(params, [c.backward_spec() for c in configs], gens,
-                               task.activation)
+    model = task.ensemble(configs, gens, dtype, device)
     opt = EnsembleOptimizer(list(model.parameters()), [c.lr for c in configs], c0.optimizer)
     order = _Batches(configs)
     hist: dict[str, list[Tensor]] = {k: [] for k in CURVE_KEYS}
